@@ -1,0 +1,35 @@
+#include "common/http.hpp"
+
+#include <algorithm>
+
+namespace pexi {
+namespace {
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
+}
+
+std::string to_lower_ascii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = lower(c);
+  return out;
+}
+
+const std::string* find_header(const Headers& headers, std::string_view name) noexcept {
+  for (const auto& [n, v] : headers)
+    if (iequals(n, name)) return &v;
+  return nullptr;
+}
+
+std::size_t erase_header(Headers& headers, std::string_view name) {
+  return std::erase_if(headers, [&](const Header& h) { return iequals(h.first, name); });
+}
+
+std::string_view front_name(Front front) noexcept {
+  return front == Front::frame ? "frame" : "proxy";
+}
+
+}  // namespace pexi
