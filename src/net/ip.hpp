@@ -37,6 +37,14 @@ enum class AddressClass {
 
 std::string_view class_name(AddressClass c) noexcept;
 
+// Strict textual address: dotted-quad IPv4 (four decimal parts, no leading zeros) or IPv6 as in
+// RFC 4291 §2.2 (no brackets, no zone id). Legacy IPv4 notations are the URL parser's job.
+std::optional<Address> parse_address(std::string_view text) noexcept;
+
+// Canonical text: dotted decimal for IPv4; RFC 5952 for IPv6 (lower case, longest run of two
+// or more zero groups compressed, IPv4-mapped addresses as ::ffff:a.b.c.d).
+std::string address_to_string(const Address& address);
+
 // The class of an address. IPv6 forms that embed an IPv4 address (IPv4-mapped ::ffff:0:0/96,
 // IPv4-compatible ::/96, NAT64 64:ff9b::/96, 6to4 2002::/16) are classified by the embedded
 // address, so ::ffff:127.0.0.1 is loopback.
@@ -56,7 +64,10 @@ struct Cidr {
 };
 
 // Decides whether pexi may connect to an address: everything not `global` is blocked unless it
-// lies in one of the `allow_private` blocks the user opened on purpose.
+// (or, for an IPv6 form embedding IPv4, the embedded address) lies in one of the
+// `allow_private` blocks the user opened on purpose. A cloud metadata address is opened only by
+// a host route naming it exactly (169.254.169.254/32), never by a wider block such as
+// 169.254.0.0/16, so that opening a link-local subnet does not expose instance credentials.
 class AddressGuard {
  public:
   AddressGuard() = default;

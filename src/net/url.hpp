@@ -6,7 +6,9 @@
 // and scheme-relative shapes. What remains is normalised: lower-case scheme and host, IDN to
 // punycode, trailing dot removed, percent-encoded hosts decoded and checked again, legacy IPv4
 // notations (decimal, octal, hex, short forms) and IPv6 forms rewritten canonically, default
-// port made explicit in `port`, dot segments removed, fragment dropped.
+// port made explicit in `port`, dot segments removed, fragment dropped. Path segments that some
+// origins read as dot segments although RFC 3986 does not ("..%2F..%2Fadmin", "..;/admin") are
+// rejected too. docs/url-and-ssrf.md lists every rule and its reason.
 //
 // Thread-safety: pure functions.
 
