@@ -3,7 +3,11 @@
 // key path, runs one validation pass, then applies the seed environment variables on top.
 // Errors name the file, the line and the key: "pexi.toml:12:9: policy.rule[1].ports: ...".
 //
-// Thread-safety: a loaded Config is immutable and shared read-only.
+// Thread-safety: a loaded Config is immutable and shared read-only; the free functions are pure
+// (except process_env and load, which read the environment and the file system).
+//
+// Relative paths (audit.path, fetch.extra_ca, policy.opa.policy_dir) are kept as written and
+// are relative to the working directory pexi runs in. docs/config.md lists every key.
 
 #include "common/error.hpp"
 
@@ -20,35 +24,35 @@ namespace pexi::config {
 
 // `"x-api-key" = { env = "ANTHROPIC_API_KEY" }`: a header the PEP sets after the decision.
 struct InjectHeader {
-  std::string name;     // header name, lower-cased
-  std::string env;      // host environment variable holding the value
+  std::string name;  // header name, lower-cased
+  std::string env;   // host environment variable holding the value
 };
 
 struct Rule {
-  std::string name;                    // `name = "..."` if given, else "rule[N]" (0-based)
-  std::vector<std::string> hosts;      // exact or "*.suffix"; canonicalised
-  std::vector<std::string> methods;    // upper-case; empty = any allowed method
-  std::vector<std::string> paths;      // prefix globs on the canonical path; empty = any
-  std::vector<std::uint16_t> ports;    // empty = 80 for http, 443 for https
+  std::string name;                  // `name = "..."` if given, else "rule[N]" (0-based)
+  std::vector<std::string> hosts;    // exact or "*.suffix"; canonicalised
+  std::vector<std::string> methods;  // HTTP tokens, case-sensitive; empty = any allowed method
+  std::vector<std::string> paths;    // prefix globs on the canonical path; empty = any
+  std::vector<std::uint16_t> ports;  // empty = 80 for http, 443 for https
   std::vector<InjectHeader> inject_headers;
 };
 
 struct OpaConfig {
-  std::string policy_dir;              // managed mode: pexi runs OPA on these files
-  std::string url;                     // user mode: an OPA server pexi does not manage
+  std::string policy_dir;  // managed mode: pexi runs OPA on these files
+  std::string url;         // user mode: an OPA server pexi does not manage
   std::string decision = "pexi/decision";
   std::uint32_t timeout_ms = 2000;
 };
 
 struct PolicyConfig {
-  std::string engine = "builtin";      // "builtin" or "opa"
-  std::vector<std::string> allow;      // shorthand rules: host patterns, any method, any path
-  std::vector<Rule> rules;             // [[policy.rule]], first match wins (after `allow`)
+  std::string engine = "builtin";  // "builtin" or "opa"
+  std::vector<std::string> allow;  // shorthand rules: host patterns, any method, any path
+  std::vector<Rule> rules;         // [[policy.rule]], first match wins (after `allow`)
   OpaConfig opa;
 };
 
 struct GuardrailsConfig {
-  std::vector<std::string> allow_private;   // CIDRs exempt from SSRF blocking
+  std::vector<std::string> allow_private;  // CIDRs exempt from SSRF blocking
   std::uint64_t max_request_bytes = 5ull << 20;
   std::uint64_t max_response_bytes = 10ull << 20;
   std::uint32_t max_redirects = 5;
@@ -56,10 +60,10 @@ struct GuardrailsConfig {
 };
 
 struct FetchConfig {
-  std::vector<std::string> extra_ca;        // PEM files trusted besides the system store
+  std::vector<std::string> extra_ca;  // PEM files trusted besides the system store
   std::uint32_t connect_timeout_ms = 10'000;
   std::uint32_t total_timeout_ms = 300'000;
-  std::uint32_t idle_timeout_ms = 60'000;   // no byte from upstream for this long fails
+  std::uint32_t idle_timeout_ms = 60'000;  // no byte from upstream for this long fails
 };
 
 struct AuditConfig {
@@ -69,24 +73,56 @@ struct AuditConfig {
   std::vector<std::string> redact_query;    // extra query parameter names, lower-cased
 };
 
+// [agent] (DESIGN §8, contract): the model provider `pexi agent` uses. Parsed here so that a
+// pexi.toml written for the agent is not refused as having an unknown table.
+struct AgentConfig {
+  std::string api = "anthropic";  // "anthropic" or "openai"
+  std::string base_url = "https://api.anthropic.com";
+  std::string model = "claude-sonnet-4-5";
+  std::string key_env = "ANTHROPIC_API_KEY";  // host variable the PEP injects
+};
+
 struct Config {
-  std::filesystem::path source;             // the file it came from, empty for defaults
+  std::filesystem::path source;  // the file it came from, empty for defaults
   PolicyConfig policy;
   GuardrailsConfig guardrails;
   FetchConfig fetch;
   AuditConfig audit;
+  AgentConfig agent;
 };
 
 // Reads environment variables; the default reads the process environment.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 std::optional<std::string> process_env(std::string_view name);
 
-// Parses TOML text; `source_name` is used in error messages. Code::config_error.
+// The canonical form of a host pattern as the builtin engine indexes it: "example.com" (exact),
+// "*.example.com" (any subdomain, not the apex) or an IP literal (IPv6 without brackets).
+// Names go through net::canonicalize_host after the "*." is stripped. Rejects "*", "*.",
+// "**.x", "a.*.b", "*com", wildcards over IP literals and anything canonicalize_host rejects.
+// Code::config_error; the message explains the problem without a location.
+Result<std::string> canonical_host_pattern(std::string_view pattern);
+
+// The canonical form of a rule path pattern: must start with '/', no whitespace, control
+// characters, '?', '#', '\\' or dot segments. Percent-escapes are normalised like canonical
+// URL paths (see net::canonicalize) so that a pattern compares byte for byte with the path it
+// is meant to match. Code::config_error.
+Result<std::string> canonical_path_pattern(std::string_view pattern);
+
+// RFC 9110 token (1*tchar): what a method name or header field name may be.
+bool is_http_token(std::string_view text) noexcept;
+// POSIX-portable environment variable name: [A-Za-z_][A-Za-z0-9_]*.
+bool is_env_var_name(std::string_view text) noexcept;
+
+// Parses TOML text; `source_name` is used in error messages. Code::config_error with a one-line
+// message "SOURCE:LINE:COL: KEY.PATH: what is wrong" (the position of the offending node, or
+// toml++'s position for a syntax error). Unknown keys, wrong types, out-of-range numbers and
+// nonsense values are all errors.
 Result<Config> parse(std::string_view toml_text, std::string_view source_name);
 
 // Applies the seed variables (contract): PEP_ALLOWED_DOMAINS (comma-separated patterns, added
 // to policy.allow), PEP_MAX_REQUEST_BYTES, PEP_MAX_RESPONSE_BYTES, PEP_MAX_REDIRECTS,
-// PEP_AUDIT_LOG. Code::config_error naming the variable on a bad value.
+// PEP_AUDIT_LOG. Environment overrides the file. Numbers are strict decimal ("10MB", "-1" and ""
+// are errors). Code::config_error naming the variable on a bad value.
 Result<void> apply_env(Config& config, const EnvLookup& env);
 
 // The whole load: `path` if given (must exist), else ./pexi.toml if present, else defaults;
