@@ -1,6 +1,6 @@
 # Third-party dependencies, all from Debian bookworm packages (scripts/install-deps).
 find_package(Threads REQUIRED)
-find_package(Boost 1.81 EXACT CONFIG REQUIRED COMPONENTS json url system)
+find_package(Boost 1.81.0 EXACT CONFIG REQUIRED COMPONENTS json url system)
 find_package(OpenSSL 3 REQUIRED)
 find_package(CURL REQUIRED)
 find_package(CLI11 CONFIG REQUIRED)

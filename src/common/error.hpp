@@ -68,6 +68,7 @@ inline Error fail(Code code, std::string message, std::string detail = {}) {
 
 }  // namespace pexi
 
+// NOLINTBEGIN(bugprone-macro-parentheses): `decl` is a declaration and cannot be parenthesised.
 #define PEXI_CONCAT_INNER(a, b) a##b
 #define PEXI_CONCAT(a, b) PEXI_CONCAT_INNER(a, b)
 
@@ -85,3 +86,4 @@ inline Error fail(Code code, std::string message, std::string detail = {}) {
   auto tmp = (expr);                          \
   if (!tmp) return tmp.error();               \
   decl = std::move(*tmp)
+// NOLINTEND(bugprone-macro-parentheses)

@@ -1,0 +1,140 @@
+"""Real HTTP and HTTPS origin servers on loopback for the integration suites.
+
+Each route is a behaviour a PEP must cope with: echo, fixed status, big bodies, slow bodies,
+origins that die mid-answer or never answer, redirects, server-sent events.
+"""
+import base64
+import json
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pexi-test-origin"
+
+    def log_message(self, fmt, *args):  # keep test output quiet
+        pass
+
+    def _body(self):
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status, body=b"", headers=()):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _route(self):
+        self.server.hits += 1
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = self._body()
+        parts = url.path.strip("/").split("/")
+        name = parts[0]
+        if name in ("", "echo"):
+            doc = {
+                "method": self.command,
+                "path": self.path,
+                "headers": [[k, v] for k, v in self.headers.items()],
+                "body_b64": base64.b64encode(body).decode(),
+            }
+            return self._send(200, json.dumps(doc).encode(), [("content-type", "application/json")])
+        if name == "status":
+            return self._send(int(parts[1]), b"status " + parts[1].encode())
+        if name == "bytes":
+            return self._send(200, b"x" * int(parts[1]), [("content-type", "application/octet-stream")])
+        if name == "chunked":
+            n = int(parts[1])
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            step = 65536
+            for i in range(0, n, step):
+                chunk = b"y" * min(step, n - i)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if name == "slow":
+            n, delay = int(parts[1]), int(query.get("delay", "200")) / 1000
+            self.send_response(200)
+            self.send_header("content-length", str(n))
+            self.end_headers()
+            for _ in range(n):
+                self.wfile.write(b"s")
+                self.wfile.flush()
+                time.sleep(delay)
+            return
+        if name == "die":
+            self.send_response(200)
+            self.send_header("content-length", "100000")
+            self.end_headers()
+            self.wfile.write(b"partial")
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if name == "hang":
+            self.server.stopped.wait(60)
+            self.close_connection = True
+            return
+        if name == "loop":
+            return self._send(302, b"", [("location", "/loop")])
+        if name == "redirect":
+            code = int(query.get("code", "302"))
+            return self._send(code, b"", [("location", query["to"])])
+        if name == "sse":
+            n, delay = int(query.get("n", "3")), int(query.get("delay", "100")) / 1000
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i in range(n):
+                event = b"data: event %d\n\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+                time.sleep(delay)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        return self._send(404, b"no such route")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _route
+
+
+class Origin(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host="127.0.0.1", tls_context=None):
+        super().__init__((host, 0), Handler)
+        self.hits = 0
+        self.stopped = threading.Event()
+        if tls_context is not None:
+            # Handshake in the handler thread, so one slow client cannot stall accept().
+            self.socket = tls_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def stop(self):
+        self.stopped.set()
+        self.shutdown()
+        self.server_close()
+
+
+def tls_context(cert_file, key_file):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context
