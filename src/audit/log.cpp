@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -390,6 +391,7 @@ struct AuditLog::Impl {
   std::uint64_t seq = 0;  // of the last line
   std::string prev = std::string(kGenesisHash);
   bool failed = false;  // sticky, after a partly written line could not be truncated away
+  std::atomic<bool> last_append_failed{false};  // for healthy(); no lock needed
   std::string failed_detail;
 
   // Group commit: tickets count lines written by this process; `synced` is the highest ticket
@@ -628,6 +630,14 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& pa
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
 }
 
-Result<void> AuditLog::append(const Record& record) { return impl_->append(record); }
+Result<void> AuditLog::append(const Record& record) {
+  auto result = impl_->append(record);
+  impl_->last_append_failed.store(!result, std::memory_order_relaxed);
+  return result;
+}
+
+bool AuditLog::healthy() const noexcept {
+  return !impl_->last_append_failed.load(std::memory_order_relaxed);
+}
 
 }  // namespace pexi::audit

@@ -35,6 +35,9 @@ class Sink {
   virtual ~Sink() = default;
   // Redacts, stamps (ts, seq, prev, hash) and durably appends one record.
   virtual Result<void> append(const Record& record) = 0;
+  // False while the last append failed: callers refuse new work (fail closed) instead of
+  // performing a request whose record may never be written.
+  virtual bool healthy() const noexcept = 0;
 };
 
 // The system calls AuditLog makes on its descriptor once open. The defaults are the real
@@ -75,6 +78,7 @@ class AuditLog final : public Sink {
   // After a failed fdatasync every later append fails too: the kernel may have dropped the
   // unsynced pages, so nothing after them can be trusted (restart pexi, run verify).
   Result<void> append(const Record& record) override;
+  bool healthy() const noexcept override;
 
   const std::filesystem::path& path() const noexcept;
 

@@ -17,6 +17,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -72,8 +73,9 @@ int run_serve(const ServeOptions& options) {
   std::cerr << "pexi pep: policy " << config->policy.engine << ", audit log "
             << std::filesystem::absolute(config->audit.path).string() << '\n';
 
-  // Ctrl-C / SIGTERM: stop accepting, finish requests in flight, then exit. A second signal,
-  // or a request still running after the grace period, stops at once.
+  // Ctrl-C / SIGTERM: stop accepting and let requests in flight finish. After a grace
+  // period the rest are cancelled (answered and audited as http_error within about a second).
+  // A second signal exits at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
   asio::steady_timer grace(io);
   bool interrupted = false;
@@ -81,8 +83,8 @@ int run_serve(const ServeOptions& options) {
       [&](const boost::system::error_code& ec, int) {
         if (ec) return;
         if (interrupted) {
-          io.stop();
-          return;
+          std::cerr << "pexi pep: second signal, exiting now\n";
+          std::_Exit(kInterrupted);
         }
         interrupted = true;
         std::cerr << "pexi pep: shutting down\n";
@@ -90,9 +92,11 @@ int run_serve(const ServeOptions& options) {
           signals.cancel();
           grace.cancel();
         });
-        grace.expires_after(std::chrono::seconds(15));
+        grace.expires_after(std::chrono::seconds(10));
         grace.async_wait([&](const boost::system::error_code& e) {
-          if (!e) io.stop();
+          if (e) return;
+          std::cerr << "pexi pep: cancelling requests still in flight\n";
+          runtime->pipeline->cancel_all();
         });
         signals.async_wait(on_signal);
       };

@@ -270,7 +270,7 @@ class HandlePool {
 constexpr std::size_t kMaxHeadBytes = 256 * 1024;  // whole response head, all header lines
 constexpr std::size_t kMaxHeaderCount = 500;
 
-enum class Stop { none, sink, cap, bad_head, blocked, idle };
+enum class Stop { none, sink, cap, bad_head, blocked, idle, cancelled };
 
 struct Exchange {
   Exchange(const FetchRequest& req, ResponseSink& out, Clock::duration idle)
@@ -462,6 +462,10 @@ int prereq_cb(void* user, char* primary_ip, char* /*local_ip*/, int primary_port
 int progress_cb(void* user, curl_off_t /*dltotal*/, curl_off_t /*dlnow*/, curl_off_t /*ultotal*/,
                 curl_off_t ulnow) {
   auto& ex = *static_cast<Exchange*>(user);
+  if (ex.request.cancel != nullptr && ex.request.cancel->load(std::memory_order_relaxed)) {
+    ex.stop = Stop::cancelled;
+    return 1;
+  }
   const auto now = Clock::now();
   if (ulnow != ex.last_upload) {
     ex.last_upload = ulnow;
@@ -709,6 +713,9 @@ class CurlFetcher final : public Fetcher {
             Code::http_error,
             "idle timeout: no data from " + where + " for " + ms_text(config_.idle_timeout_ms),
             detail);
+      case Stop::cancelled:
+        return fail(Code::http_error, "request to " + where + " cancelled: the PEP is shutting down",
+                    detail);
       case Stop::none:
         break;
     }

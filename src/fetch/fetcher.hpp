@@ -15,6 +15,7 @@
 #include "net/ip.hpp"
 #include "net/url.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,6 +38,9 @@ struct FetchRequest {
   // IP-literal URL this is that literal. Empty means nothing may be connected to.
   std::vector<net::Address> addresses;
   std::uint64_t max_response_bytes = 0;  // body cap, enforced while receiving; 0 = no body
+  // When set and it becomes true, the fetch stops within about a second with Code::http_error
+  // ("cancelled"): how a shutting-down PEP ends requests in flight and still audits them.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct ResponseHead {

@@ -4,13 +4,27 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <new>
 
 namespace pexi::pep::frame {
 namespace json = boost::json;
 
+std::uint32_t max_useful_frame(std::uint64_t max_body_bytes) noexcept {
+  constexpr std::uint64_t kEnvelope = 256 * 1024;  // method, URL, headers, JSON punctuation
+  const std::uint64_t useful = (max_body_bytes + 2) / 3 * 4 + kEnvelope;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(useful, kMaxFrameBytes));
+}
+
 void Decoder::feed(std::string_view bytes) {
   if (broken_) return;
+  // Bytes of a frame being skipped are dropped here, never buffered.
+  if (skip_remaining_ > 0 && consumed_ == buffer_.size()) {
+    const auto drop = static_cast<std::uint32_t>(std::min<std::size_t>(bytes.size(), skip_remaining_));
+    skip_remaining_ -= drop;
+    bytes.remove_prefix(drop);
+  }
   // Drop consumed bytes before growing, so a long-lived connection does not accumulate.
   if (consumed_ > 0 && consumed_ == buffer_.size()) {
     buffer_.clear();
@@ -24,6 +38,15 @@ void Decoder::feed(std::string_view bytes) {
 
 Decoder::Status Decoder::next(std::string& payload) {
   if (broken_) return Status::oversized;
+  if (skipping_) {
+    const auto drop = static_cast<std::uint32_t>(
+        std::min<std::size_t>(buffer_.size() - consumed_, skip_remaining_));
+    consumed_ += drop;
+    skip_remaining_ -= drop;
+    if (skip_remaining_ > 0) return Status::need_more;
+    skipping_ = false;
+    return Status::skipped;
+  }
   const std::size_t available = buffer_.size() - consumed_;
   if (available < 4) return Status::need_more;
   const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + consumed_);
@@ -34,6 +57,12 @@ Decoder::Status Decoder::next(std::string& payload) {
     buffer_.clear();
     consumed_ = 0;
     return Status::oversized;
+  }
+  if (announced_ > max_payload_) {
+    consumed_ += 4;
+    skip_remaining_ = announced_;
+    skipping_ = true;
+    return next(payload);
   }
   if (available - 4 < announced_) return Status::need_more;
   payload.assign(buffer_, consumed_ + 4, announced_);
@@ -87,6 +116,29 @@ bool valid_header_value(std::string_view value) {
 }
 
 Error bad(std::string message) { return Error{Code::invalid_request, std::move(message)}; }
+
+// Passes allocations through to `upstream` until `budget` bytes are used, then throws.
+class BudgetResource final : public json::memory_resource {
+ public:
+  BudgetResource(json::memory_resource* upstream, std::size_t budget)
+      : upstream_(upstream), left_(budget) {}
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t align) override {
+    if (bytes > left_) throw std::bad_alloc();
+    left_ -= bytes;
+    return upstream_->allocate(bytes, align);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
+    upstream_->deallocate(p, bytes, align);
+  }
+  bool do_is_equal(const json::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
+  json::memory_resource* upstream_;
+  std::size_t left_;
+};
 
 Result<Headers> parse_headers(const json::value* v) {
   Headers headers;
@@ -166,8 +218,16 @@ Result<Request> parse_request(std::string_view payload, std::uint64_t max_body_b
   json::parse_options options;
   options.max_depth = kMaxJsonDepth;
   boost::system::error_code ec;
+  // A budget keeps hostile shapes (millions of tiny values in an ignored member) from costing
+  // many times the frame's size: legitimate requests are mostly one base64 string.
   json::monotonic_resource scratch;
-  const json::value doc = json::parse(payload, ec, &scratch, options);
+  BudgetResource budget(&scratch, payload.size() * 2 + 64 * 1024);
+  json::value doc(&budget);  // same storage as the parse result, so assignment moves
+  try {
+    doc = json::parse(payload, ec, &budget, options);
+  } catch (const std::bad_alloc&) {
+    return bad("request JSON is too large for its frame (too many values)");
+  }
   if (ec) return bad("request is not valid JSON: " + ec.message());
   if (!doc.is_object()) return bad("request must be a JSON object");
   const auto& obj = doc.get_object();

@@ -20,26 +20,40 @@ inline constexpr std::uint32_t kMaxFrameBytes = 16u << 20;
 inline constexpr std::size_t kMaxJsonDepth = 16;
 inline constexpr std::size_t kMaxHeaders = 256;
 
+// The largest frame that can carry a valid request under `max_body_bytes`: the body's base64
+// plus room for the method, URL and headers. Larger frames are skipped unread.
+std::uint32_t max_useful_frame(std::uint64_t max_body_bytes) noexcept;
+
 // Splits a byte stream into frame payloads.
+// Frames longer than `max_payload` but within kMaxFrameBytes are skipped without buffering
+// (Status::skipped), so a sandbox cannot make the PEP hold 16 MiB per connection for a request
+// the guardrails would refuse anyway; the stream stays in sync.
 // Thread-safety: none; one per connection.
 class Decoder {
  public:
   enum class Status {
     need_more,  // feed more bytes
     frame,      // a payload was produced
+    skipped,    // a frame over max_payload was consumed and dropped (announced_length() says how big)
     oversized,  // the length prefix exceeds kMaxFrameBytes; terminal
   };
+
+  explicit Decoder(std::uint32_t max_payload = kMaxFrameBytes) noexcept
+      : max_payload_(max_payload) {}
 
   void feed(std::string_view bytes);
   Status next(std::string& payload);
   // True while a frame has started but not completed (for read timeouts and EOF handling).
-  bool mid_frame() const noexcept { return buffer_.size() > consumed_; }
+  bool mid_frame() const noexcept { return buffer_.size() > consumed_ || skip_remaining_ > 0; }
   std::uint32_t announced_length() const noexcept { return announced_; }
 
  private:
+  std::uint32_t max_payload_;
   std::string buffer_;
   std::size_t consumed_ = 0;
   std::uint32_t announced_ = 0;
+  std::uint32_t skip_remaining_ = 0;
+  bool skipping_ = false;  // a frame is being skipped; next() reports it once it is consumed
   bool broken_ = false;
 };
 

@@ -3,10 +3,11 @@
 //
 // One coroutine per connection reads frames in order and answers each before reading the next,
 // so several requests on one connection are answered in order. The pipeline work (decide,
-// fetch, audit) runs on a worker pool; socket I/O runs on the io_context. A frame that has
-// started must complete within `frame_timeout` (an idle connection between frames may stay
-// open); an oversized length prefix is answered with invalid_request and the connection closed,
-// since the stream cannot be resynchronised.
+// fetch, audit) runs on a worker pool; socket I/O runs on the io_context. A frame must arrive
+// whole within `frame_timeout` of its first byte, and a connection idle between frames for
+// `idle_timeout` is closed. A length prefix over 16 MiB is answered with invalid_request and
+// the connection closed (the stream cannot be resynchronised); a frame too big to carry a
+// request within max_request_bytes is skipped unbuffered and answered constraint_violation.
 //
 // Thread-safety: all methods must be called on the io_context's thread, which must be a single
 // thread (connection bookkeeping is not locked).
@@ -34,7 +35,8 @@ class FrameServer {
   struct Options {
     std::optional<std::string> sandbox;            // audit `vm` for every request
     std::chrono::milliseconds frame_timeout{30'000};
-    std::size_t max_connections = 1024;
+    std::chrono::milliseconds idle_timeout{300'000};
+    std::size_t max_connections = 1024;  // lowered to fit RLIMIT_NOFILE
   };
 
   FrameServer(boost::asio::io_context& io, boost::asio::thread_pool& workers,

@@ -1,5 +1,7 @@
 #include "pep/pipeline.hpp"
 
+#include "common/log.hpp"
+
 #include <chrono>
 #include <string_view>
 
@@ -54,17 +56,6 @@ bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& connec
   for (const auto& token : connection_tokens)
     if (iequals(name, token)) return true;
   return false;
-}
-
-// Replaces every occurrence of each secret in `text` (responses must not carry injected
-// secrets back into the sandbox, e.g. from an origin that echoes request headers).
-void scrub(std::string& text, const std::vector<std::string>& secrets) {
-  for (const auto& secret : secrets) {
-    if (secret.empty()) continue;
-    for (std::size_t pos = text.find(secret); pos != std::string::npos;
-         pos = text.find(secret, pos + 10))
-      text.replace(pos, secret.size(), "[REDACTED]");
-  }
 }
 
 std::string trim(std::string_view s) {
@@ -122,6 +113,8 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
   record.url = in.url;
   record.req_bytes = in.body.size();
   record.req_headers = in.headers;
+  std::vector<std::string> exposed;  // forms of the secrets injected so far, to scrub
+  bool performed = false;            // an upstream exchange happened
 
   // Every path out of this function goes through finish(): one audit record, then the answer.
   auto finish = [&](Result<BufferedResponse> outcome) -> Result<BufferedResponse> {
@@ -131,7 +124,18 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
       record.code = outcome.error().code;
       record.reason = outcome.error().message;
     }
-    if (auto ok = audit_->append(record); !ok) return ok.error();
+    if (auto ok = audit_->append(record); !ok) {
+      if (performed)
+        log_error("audit log cannot be written (" + ok.error().detail + "); request " + record.id +
+                  " (" + record.method + " " + record.host + ") was performed upstream, its "
+                  "answer withheld");
+      return ok.error();
+    }
+    if (!outcome && !exposed.empty()) {
+      Error error = outcome.error();
+      scrub(error.message, exposed);
+      return error;
+    }
     return outcome;
   };
   auto refuse = [&](const policy::Decision& decision) {
@@ -175,7 +179,18 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     request.body = body;
     request.addresses = verdict.addresses;
     request.max_response_bytes = guardrails.max_response_bytes();
-    std::vector<std::string> injected;
+    request.cancel = &cancelled_;
+    if (!verdict.decision.inject.empty()) {
+      // Credentials only travel encrypted; a cleartext hop to the same host gets none.
+      if (request.url.scheme != "https")
+        return refuse(policy::Decision::denied(
+            Code::denied_by_policy,
+            "rule " + verdict.decision.rule + " injects credentials, which pexi sends only over "
+            "https; refusing " + request.url.href(),
+            verdict.decision.rule));
+      // An encoded body could carry an echoed secret past the scrubber.
+      erase_header(request.headers, "accept-encoding");
+    }
     for (const auto& inject : verdict.decision.inject) {
       const std::string* value = secrets_->value(inject.env);
       if (value == nullptr)
@@ -186,20 +201,27 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
             verdict.decision.rule));
       erase_header(request.headers, inject.name);
       request.headers.emplace_back(inject.name, *value);
-      injected.push_back(*value);
+      for (auto& form : exposed_forms(*value)) exposed.push_back(std::move(form));
     }
     record.req_headers = request.headers;  // the audit log redacts injected values
 
+    // Fail closed: while the audit log is failing, nothing more goes upstream.
+    if (!audit_->healthy())
+      return finish(Error{Code::audit_unavailable, "audit log cannot be written"});
+    if (cancelled_.load())
+      return finish(Error{Code::http_error, "the PEP is shutting down"});
+
     BufferingSink sink;
+    performed = true;
     auto fetched = fetcher_->fetch(request, sink);
     record.status = sink.head().status;
     if (!fetched) return finish(fetched.error());
 
     if (!sink.location()) {
       BufferedResponse response{sink.head().status, sink.head().headers, std::move(sink.body())};
-      if (!injected.empty()) {
-        scrub(response.body, injected);
-        for (auto& header : response.headers) scrub(header.second, injected);
+      if (!exposed.empty()) {
+        scrub(response.body, exposed);
+        for (auto& header : response.headers) scrub(header.second, exposed);
       }
       record.resp_bytes = response.body.size();
       return finish(std::move(response));

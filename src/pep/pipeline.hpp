@@ -4,7 +4,13 @@
 //
 // Audit invariant: every call to handle() or reject() appends exactly one audit record, and
 // does so before it returns the answer, so nothing reaches the sandbox before its record is
-// durable. When the record cannot be written the answer is replaced by audit_unavailable.
+// durable. When the record cannot be written the answer is replaced by audit_unavailable, and
+// while the log is unhealthy no new request is performed upstream (fail closed); a request
+// performed just before the log failed is reported on stderr instead.
+//
+// Injected secrets go upstream only over https, and never come back: the response body,
+// headers and error messages are scrubbed of every form of them (exposed_forms), and the
+// sandbox's Accept-Encoding is dropped on such requests so the body can be scrubbed.
 //
 // Thread-safety: handle() and reject() are safe to call from many threads at once.
 
@@ -15,6 +21,7 @@
 #include "pep/decider.hpp"
 #include "pep/secrets.hpp"
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,11 +58,16 @@ class Pipeline {
 
   const Decider& decider() const noexcept { return *decider_; }
 
+  // Ends every fetch in flight within about a second (each is answered and audited as an
+  // http_error) and fails new ones: for a shutdown that must not outwait slow origins.
+  void cancel_all() const noexcept { cancelled_.store(true); }
+
  private:
   std::shared_ptr<const Decider> decider_;
   std::shared_ptr<fetch::Fetcher> fetcher_;
   std::shared_ptr<audit::Sink> audit_;
   std::shared_ptr<const Secrets> secrets_;
+  mutable std::atomic<bool> cancelled_{false};
 };
 
 // Hop-by-hop and framing headers the sandbox may not forward (RFC 9110 §7.6.1), plus Host,

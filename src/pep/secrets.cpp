@@ -1,5 +1,7 @@
 #include "pep/secrets.hpp"
 
+#include "pep/frame_codec.hpp"
+
 #include <algorithm>
 
 namespace pexi::pep {
@@ -30,6 +32,57 @@ std::vector<std::string> Secrets::values() const {
   out.reserve(values_.size());
   for (const auto& [name, value] : values_) out.push_back(value);
   return out;
+}
+
+namespace {
+
+std::string percent_encode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> exposed_forms(std::string_view secret) {
+  constexpr std::size_t kMinForm = 12;
+  std::vector<std::string> forms;
+  auto add = [&](std::string form) {
+    if (form.size() >= kMinForm &&
+        std::find(forms.begin(), forms.end(), form) == forms.end())
+      forms.push_back(std::move(form));
+  };
+  add(std::string(secret));
+  add(percent_encode(secret));
+  // Base64 of a stream that contains the secret at offset 0, 1 or 2 (mod 3): the quanta that
+  // hold only secret bytes start at secret[0], secret[2] or secret[1] respectively.
+  for (std::size_t skip : {0u, 2u, 1u}) {
+    if (secret.size() <= skip) continue;
+    std::string_view aligned = secret.substr(skip);
+    aligned = aligned.substr(0, aligned.size() / 3 * 3);
+    add(frame::base64_encode(aligned));
+  }
+  return forms;
+}
+
+void scrub(std::string& text, const std::vector<std::string>& forms) {
+  static constexpr std::string_view kRedacted = "[REDACTED]";
+  for (const auto& form : forms) {
+    for (std::size_t pos = text.find(form); pos != std::string::npos;
+         pos = text.find(form, pos + kRedacted.size()))
+      text.replace(pos, form.size(), kRedacted);
+  }
 }
 
 }  // namespace pexi::pep

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pexi::pep {
@@ -30,5 +31,14 @@ class Secrets {
   std::map<std::string, std::string> values_;
   std::vector<std::string> missing_;
 };
+
+// The forms in which an injected secret could come back from an origin that echoes it: raw,
+// percent-encoded, and base64 at each of the three byte alignments (full quanta only, so the
+// encoded text depends on the secret alone). Forms shorter than 12 characters are left out
+// to keep ordinary text readable.
+std::vector<std::string> exposed_forms(std::string_view secret);
+
+// Replaces every occurrence of any form in `text` with "[REDACTED]".
+void scrub(std::string& text, const std::vector<std::string>& forms);
 
 }  // namespace pexi::pep

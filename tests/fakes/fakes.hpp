@@ -25,6 +25,7 @@ class MemoryAuditSink final : public audit::Sink {
     records_.push_back(record);
     return {};
   }
+  bool healthy() const noexcept override { return !failing; }
   std::vector<audit::Record> records() const {
     std::lock_guard lock(mutex_);
     return records_;

@@ -262,22 +262,31 @@ methods = ["POST"]
     assert ["x-api-key", "[REDACTED]"] in [[k.lower(), v] for k, v in echoed["headers"]]
     assert secret not in pep.audit.read_text()
     assert "placeholder" not in raw.decode()
+    # Credentials are injected over https only: the same rule over http is refused.
+    cleartext = pep.request("POST", f"http://api.origin.test:{https_origin.port}/echo", body=b"{}")
+    assert cleartext["error"]["code"] == "denied_by_policy"
+    assert "https" in cleartext["error"]["message"]
     # GET is not in the llm rule, so the broader rule decides: no key is injected.
     answer = pep.request("GET", f"https://api.origin.test:{https_origin.port}/echo", [["x-api-key", "placeholder"]])
     assert ["x-api-key", "placeholder"] in [[k.lower(), v] for k, v in json.loads(body(answer))["headers"]]
     records = pep.records()
-    assert [r["rule"] for r in records] == ["llm", "origins"]
+    assert [r["rule"] for r in records] == ["llm", "llm", "origins"]
     assert records[0]["req_headers"] == [["x-api-key", "[REDACTED]"]]
+    assert records[1]["decision"] == "deny" and records[1]["code"] == "denied_by_policy"
 
 
 def test_audit_write_failure_fails_closed(start_pep, http_origin, https_origin, test_ca):
     pep = start_pep(config(http_origin, https_origin, test_ca), RESOLVE, env={"PEP_AUDIT_LOG": "/dev/full"})
     before = http_origin.hits
-    answer = pep.request("GET", f"http://origin.test:{http_origin.port}/echo")
-    assert answer["error"]["code"] == "audit_unavailable"
-    assert answer["body_base64"] is None
+    for _ in range(5):
+        answer = pep.request("POST", f"http://origin.test:{http_origin.port}/echo", body=b"side effect")
+        assert answer["error"]["code"] == "audit_unavailable"
+        assert answer["body_base64"] is None
     assert pep.request("GET", "https://evil.test/")["error"]["code"] == "audit_unavailable"
-    assert http_origin.hits <= before + 1
+    # Only the request during which the log failed reached the origin; it is reported on stderr.
+    assert http_origin.hits == before + 1
+    pep.stop()
+    assert "was performed upstream" in pep.stderr_path.read_text()
 
 
 def test_audit_log_verifies_and_fails_after_any_edit(pep, http_origin, tmp_path):

@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+
 #include "fetch_test_util.hpp"
 
 namespace pexi::fetch::testing {
@@ -154,6 +157,26 @@ TEST(TimeoutTest, TotalTimeoutBoundsAHangingOrigin) {
   ASSERT_FALSE(result);
   EXPECT_THAT(result.error().message, StartsWith("total timeout"));
   EXPECT_LT(ms, 3'000);
+}
+
+TEST(CancelTest, CancelFlagEndsAHangingFetch) {
+  test::Origin origin;
+  auto fetcher = make_fetcher(timeouts(2'000, 60'000, 0));  // only the flag can end it
+  RecordingSink sink;
+  std::atomic<bool> cancel{false};
+  auto request = request_to(origin, "/hang");
+  request.cancel = &cancel;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel = true;
+  });
+  Result<FetchResult> result = FetchResult{};
+  const auto ms = elapsed_ms([&] { result = fetcher->fetch(request, sink); });
+  canceller.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, Code::http_error);
+  EXPECT_THAT(result.error().message, ::testing::HasSubstr("cancelled"));
+  EXPECT_LT(ms, 10'000);
 }
 
 // A listening socket whose accept queue is full and never drained: the kernel drops further

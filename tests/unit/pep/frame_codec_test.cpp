@@ -60,6 +60,38 @@ TEST(FrameDecoder, RefusesTheLargestLength) {
   EXPECT_EQ(decoder.next(payload), Decoder::Status::oversized);
 }
 
+TEST(FrameDecoder, SkipsFramesOverItsPayloadLimitWithoutBufferingThem) {
+  Decoder decoder(10);
+  std::string payload;
+  decoder.feed(prefix(25) + std::string(5, 'a'));
+  EXPECT_EQ(decoder.next(payload), Decoder::Status::need_more);
+  EXPECT_TRUE(decoder.mid_frame());
+  for (int i = 0; i < 20; ++i) decoder.feed("b");  // dropped as it arrives
+  ASSERT_EQ(decoder.next(payload), Decoder::Status::skipped);
+  EXPECT_EQ(decoder.announced_length(), 25u);
+  EXPECT_FALSE(decoder.mid_frame());
+  decoder.feed(encode("0123456789") + encode("x"));  // in sync again
+  ASSERT_EQ(decoder.next(payload), Decoder::Status::frame);
+  EXPECT_EQ(payload, "0123456789");
+  ASSERT_EQ(decoder.next(payload), Decoder::Status::frame);
+  EXPECT_EQ(payload, "x");
+}
+
+TEST(FrameDecoder, SkipsAFrameFedAtOnceTogetherWithTheNext) {
+  Decoder decoder(3);
+  decoder.feed(encode("toolong") + encode("ok"));
+  std::string payload;
+  ASSERT_EQ(decoder.next(payload), Decoder::Status::skipped);
+  ASSERT_EQ(decoder.next(payload), Decoder::Status::frame);
+  EXPECT_EQ(payload, "ok");
+}
+
+TEST(FrameDecoder, UsefulFrameSizeFollowsTheBodyLimit) {
+  EXPECT_EQ(max_useful_frame(0), 256u * 1024);
+  EXPECT_EQ(max_useful_frame(3000), 4000u + 256 * 1024);
+  EXPECT_EQ(max_useful_frame(1ull << 40), kMaxFrameBytes);
+}
+
 TEST(FrameEncode, WritesABigEndianLength) {
   const std::string out = encode(std::string(0x010203, 'x'));
   EXPECT_EQ(out.substr(0, 4), std::string("\x00\x01\x02\x03", 4));
@@ -148,6 +180,13 @@ INSTANTIATE_TEST_SUITE_P(
         ParseCase{"overlong_utf8", std::string("{\"method\":\"GET\",\"url\":\"http://a/\xc0\xaf\"}"), Code::invalid_request},
         ParseCase{"lone_surrogate_escape", R"({"method":"GET","url":"http://a/\ud800"})", Code::invalid_request},
         ParseCase{"absurd_nesting", R"({"method":"GET","url":"http://a/","x":)" + kDeep + "}", Code::invalid_request},
+        ParseCase{"million_tiny_values",
+                  R"({"method":"GET","url":"http://a/","x":[)" + [] {
+                    std::string v = "0";
+                    for (int i = 0; i < 200000; ++i) v += ",0";
+                    return v;
+                  }() + "]}",
+                  Code::invalid_request},
         ParseCase{"too_many_headers", [] {
                     std::string h;
                     for (std::size_t i = 0; i <= kMaxHeaders; ++i) h += std::string(i ? "," : "") + R"(["a","b"])";

@@ -172,6 +172,68 @@ TEST_F(FrameServerTest, TruncatedOrStalledFramesCloseOnlyTheirConnection) {
   EXPECT_EQ(answer->at("status").as_int64(), 200);
 }
 
+TEST_F(FrameServerTest, TricklingBytesDoesNotExtendTheFrameDeadline) {
+  FrameServer::Options options;
+  options.frame_timeout = std::chrono::milliseconds(400);
+  auto socket = connect(start(kLoopback, options));
+  asio::write(socket, asio::buffer(std::string("\x00\x00\x00\x50", 4)));
+  const auto started = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {  // one byte every 100 ms, for at most 4 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    boost::system::error_code ec;
+    asio::write(socket, asio::buffer("x", 1), ec);
+    if (ec) closed = true;
+    socket.non_blocking(true);
+    char c;
+    socket.read_some(asio::buffer(&c, 1), ec);
+    socket.non_blocking(false);
+    if (ec && ec != asio::error::would_block) closed = true;
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+}
+
+TEST_F(FrameServerTest, IdleConnectionsAreClosed) {
+  FrameServer::Options options;
+  options.idle_timeout = std::chrono::milliseconds(300);
+  auto socket = connect(start(kLoopback, options));
+  asio::write(socket, asio::buffer(frame_request("GET", "http://93.184.216.34/1")));
+  ASSERT_TRUE(read_answer(socket));
+  EXPECT_FALSE(read_answer(socket));  // closed after 300 ms of silence
+}
+
+TEST_F(FrameServerTest, FrameTooBigForTheBodyLimitIsSkippedAndTheConnectionGoesOn) {
+  config.guardrails.max_request_bytes = 100;  // useful frames: up to 256 KiB + 136
+  SetUp();
+  auto socket = connect(start(kLoopback));
+  const std::string big = frame::encode(std::string(300 * 1024, ' '));
+  asio::write(socket, asio::buffer(big + frame_request("GET", "http://93.184.216.34/4")));
+  auto refused = read_answer(socket);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(error_code_of(*refused), "constraint_violation");
+  auto answer = read_answer(socket);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->at("status").as_int64(), 200);
+  EXPECT_EQ(audit_sink->records().size(), 2u);
+}
+
+TEST_F(FrameServerTest, UnixListenerReplacesAStaleSocketButNotALiveOne) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pexi-stale-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "pep.sock").string();
+  {  // a socket file nobody listens on any more
+    asio::local::stream_protocol::acceptor dead(client_io, asio::local::stream_protocol::endpoint(path));
+  }
+  ASSERT_TRUE(std::filesystem::exists(path));
+  start({ListenSpec::Kind::unix_socket, {}, 0, path});
+  FrameServer second(io, workers, pipeline, {});
+  auto taken = second.listen({ListenSpec::Kind::unix_socket, {}, 0, path});
+  ASSERT_FALSE(taken);
+  EXPECT_NE(taken.error().message.find("another process"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(FrameServerTest, ServesManyConcurrentConnections) {
   const auto bound = start(kLoopback);
   constexpr int kClients = 32, kRequests = 5;

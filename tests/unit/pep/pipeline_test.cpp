@@ -2,6 +2,7 @@
 
 #include "audit/log.hpp"
 #include "fakes/fakes.hpp"
+#include "pep/frame_codec.hpp"
 #include "policy/builtin_engine.hpp"
 
 #include <gtest/gtest.h>
@@ -331,6 +332,51 @@ TEST_F(PipelineTest, AuditFailureFailsClosedForAllowsAndDenials) {
   EXPECT_EQ(denied.error().code, Code::audit_unavailable);
   EXPECT_EQ(pipeline.reject(Front::frame, std::nullopt, Error{Code::invalid_request, "bad"}).code,
             Code::audit_unavailable);
+  EXPECT_TRUE(fetcher->seen().empty());  // nothing was performed upstream
+}
+
+TEST_F(PipelineTest, InjectionIsRefusedOverCleartextHttp) {
+  fetcher->on("http://api.llm.test/v1/messages", {200, {}, "{}", std::nullopt});
+  auto response = make().handle(request("POST", "http://api.llm.test/v1/messages", {}, "{}"));
+  ASSERT_FALSE(response);
+  EXPECT_EQ(response.error().code, Code::denied_by_policy);
+  EXPECT_NE(response.error().message.find("https"), std::string::npos);
+  EXPECT_TRUE(fetcher->seen().empty());
+}
+
+TEST_F(PipelineTest, EncodedEchoesOfTheSecretAreScrubbedAndAcceptEncodingDropped) {
+  const std::string secret = "sk-ant-api03-secretvalue0123456789";
+  const std::string b64 = frame::base64_encode("x-api-key: " + secret);
+  fetcher->on("https://api.llm.test/v1/echo",
+              {200, {}, "b64=" + b64 + " pct=sk-ant-api03-secretvalue0123456789%21", std::nullopt});
+  auto response = make().handle(request("POST", "https://api.llm.test/v1/echo",
+                                        {{"Accept-Encoding", "gzip"}}, "{}"));
+  ASSERT_TRUE(response) << response.error().message;
+  EXPECT_EQ(response->body.find("secretvalue"), std::string::npos) << response->body;
+  const std::string aligned = frame::base64_encode(secret.substr(1, (secret.size() - 1) / 3 * 3));
+  EXPECT_EQ(response->body.find(aligned.substr(4, 16)), std::string::npos) << response->body;
+  EXPECT_EQ(find_header(fetcher->seen().at(0).headers, "accept-encoding"), nullptr);
+}
+
+TEST_F(PipelineTest, ErrorMessagesNeverCarryTheSecret) {
+  fetcher->on("https://api.llm.test/v1/r",
+              {302, {{"location", "https://evil.test/?k=sk-ant-api03-secretvalue0123456789"}}, "",
+               std::nullopt});
+  auto response = make().handle(request("POST", "https://api.llm.test/v1/r", {}, "{}"));
+  ASSERT_FALSE(response);
+  EXPECT_EQ(response.error().code, Code::redirect_blocked);
+  EXPECT_EQ(response.error().message.find("secretvalue"), std::string::npos)
+      << response.error().message;
+}
+
+TEST_F(PipelineTest, CancelledPipelineAnswersWithoutFetching) {
+  auto pipeline = make();
+  pipeline.cancel_all();
+  auto response = pipeline.handle(request("GET", "https://allowed.test/"));
+  ASSERT_FALSE(response);
+  EXPECT_EQ(response.error().code, Code::http_error);
+  EXPECT_TRUE(fetcher->seen().empty());
+  EXPECT_EQ(audit_sink->records().size(), 1u);
 }
 
 TEST_F(PipelineTest, RejectAuditsOneRecord) {
