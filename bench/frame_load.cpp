@@ -54,7 +54,9 @@ int main(int argc, char** argv) {
   }
   const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(argv[1]),
                                          static_cast<unsigned short>(std::stoi(argv[2])));
-  boost::json::object request{{"method", "GET"}, {"url", argv[3]}, {"headers", boost::json::array{}},
+  boost::json::object request{{"method", "GET"},
+                              {"url", argv[3]},
+                              {"headers", boost::json::array{}},
                               {"body_base64", nullptr}};
   const std::string frame = pexi::pep::frame::encode(boost::json::serialize(request));
   const int connections = std::stoi(argv[4]);
@@ -62,7 +64,8 @@ int main(int argc, char** argv) {
 
   asio::io_context io(1);
   const auto started = Clock::now();
-  const auto until = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  const auto until =
+      started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<Stats> stats(static_cast<std::size_t>(connections));
   for (auto& s : stats)
     asio::co_spawn(io, client(endpoint, frame, until, s), [&s](std::exception_ptr e) {
@@ -78,8 +81,12 @@ int main(int argc, char** argv) {
     errors += s.errors;
   }
   std::sort(all.begin(), all.end());
-  auto pct = [&](double p) { return all.empty() ? 0.0 : all[static_cast<std::size_t>(p * (all.size() - 1))]; };
-  std::printf("{\"connections\":%d,\"requests\":%zu,\"rps\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"errors\":%ld}\n",
-              connections, all.size(), all.size() / elapsed, pct(0.50), pct(0.99), errors);
+  auto pct = [&](double p) {
+    return all.empty() ? 0.0 : all[static_cast<std::size_t>(p * (all.size() - 1))];
+  };
+  std::printf(
+      "{\"connections\":%d,\"requests\":%zu,\"rps\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f,"
+      "\"errors\":%ld}\n",
+      connections, all.size(), all.size() / elapsed, pct(0.50), pct(0.99), errors);
   return errors == 0 ? 0 : 1;
 }

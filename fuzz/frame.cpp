@@ -10,8 +10,8 @@
 
 #include <boost/json.hpp>
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 using namespace pexi;
 
@@ -30,7 +30,8 @@ struct World {
     config.guardrails.max_response_bytes = 4096;
     resolver->answer("example.com", {{boost::asio::ip::make_address("93.184.216.34")}});
     fetcher->on("https://example.com/r", {302, {{"location", "/"}}, "", std::nullopt});
-    fetcher->on("https://example.com/", {200, {{"content-type", "text/plain"}}, "ok", std::nullopt});
+    fetcher->on("https://example.com/",
+                {200, {{"content-type", "text/plain"}}, "ok", std::nullopt});
     auto engine = policy::BuiltinEngine::create(config.policy);
     if (!engine) std::abort();
     auto decider = std::make_shared<const pep::Decider>(

@@ -20,8 +20,8 @@ int run_verify(const std::string& file) {
   const auto& r = *report_or;
   if (r.ok) {
     // The last hash is the anchor to keep elsewhere: lines cut from the end leave no gap.
-    std::cout << file << ": ok, " << r.lines << " records, chain intact, last hash "
-              << r.last_hash << '\n';
+    std::cout << file << ": ok, " << r.lines << " records, chain intact, last hash " << r.last_hash
+              << '\n';
     return kOk;
   }
   std::cout << file << ":" << r.bad_line << ": " << r.problem << '\n';
@@ -55,8 +55,9 @@ void add_audit_commands(CLI::App& app, Action& action) {
 
   auto file = std::make_shared<std::string>();
   auto* verify = audit_cmd->add_subcommand(
-      "verify", "Check the hash chain of an audit log: exit 0 when it holds, else 1 and the first "
-                "bad line");
+      "verify",
+      "Check the hash chain of an audit log: exit 0 when it holds, else 1 and the first "
+      "bad line");
   verify->add_option("FILE", *file, "Audit log (JSONL)")->required();
   verify->callback([&action, file] { action = [file] { return run_verify(*file); }; });
 

@@ -176,12 +176,15 @@ int run_request(const RequestOptions& options) {
     socket.connect(asio::local::stream_protocol::endpoint(spec->path), ec);
     if (!ec) answer = exchange(socket, frame);
   }
-  if (ec) return report(Error{Code::io_error, "cannot connect to " + spec->to_string() + ": " + ec.message()});
+  if (ec)
+    return report(
+        Error{Code::io_error, "cannot connect to " + spec->to_string() + ": " + ec.message()});
   if (!answer) return report(answer.error());
 
   boost::system::error_code parse_ec;
   auto doc = boost::json::parse(*answer, parse_ec);
-  if (parse_ec || !doc.is_object()) return report(Error{Code::io_error, "the PEP answered something that is not JSON"});
+  if (parse_ec || !doc.is_object())
+    return report(Error{Code::io_error, "the PEP answered something that is not JSON"});
   const auto& obj = doc.as_object();
   const bool failed = obj.contains("error") && !obj.at("error").is_null();
   if (options.body_only && !failed) {
@@ -202,26 +205,28 @@ void add_pep_commands(CLI::App& app, Action& action) {
 
   auto serve_options = std::make_shared<ServeOptions>();
   auto* serve = pep->add_subcommand(
-      "serve", "Serve the seed frame protocol (4-byte big-endian length + JSON) on TCP or Unix "
-               "sockets; default " + std::string(kDefaultFrameListen));
+      "serve",
+      "Serve the seed frame protocol (4-byte big-endian length + JSON) on TCP or Unix "
+      "sockets; default " +
+          std::string(kDefaultFrameListen));
   add_config_options(*serve, serve_options->config);
   serve->add_option("--port", serve_options->port, "Listen on tcp:127.0.0.1:PORT");
-  serve->add_option("--listen", serve_options->listen,
-                    "tcp:ADDR:PORT or unix:PATH (repeatable)");
+  serve->add_option("--listen", serve_options->listen, "tcp:ADDR:PORT or unix:PATH (repeatable)");
   serve->add_option("--sandbox", serve_options->sandbox,
                     "Sandbox name recorded as `vm` in the audit log");
-  serve->add_option("--workers", serve_options->workers,
-                    "Requests performed at once (further ones wait)")
+  serve
+      ->add_option("--workers", serve_options->workers,
+                   "Requests performed at once (further ones wait)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 4096u));
-  serve->callback([&action, serve_options] {
-    action = [serve_options] { return run_serve(*serve_options); };
-  });
+  serve->callback(
+      [&action, serve_options] { action = [serve_options] { return run_serve(*serve_options); }; });
 
   auto request_options = std::make_shared<RequestOptions>();
   auto* request = pep->add_subcommand(
-      "request", "Send one request to a PEP's frame front and print the response frame (JSON); "
-                 "exit 0 when it carries no error");
+      "request",
+      "Send one request to a PEP's frame front and print the response frame (JSON); "
+      "exit 0 when it carries no error");
   request->add_option("--to", request_options->to, "Where the PEP listens")->capture_default_str();
   request->add_option("-H,--header", request_options->headers, "NAME: VALUE (repeatable)");
   request->add_option("-d,--data", request_options->data, "Request body, or @FILE");

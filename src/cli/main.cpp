@@ -10,8 +10,9 @@ namespace pexi::cli {
 void add_config_options(CLI::App& command, ConfigOptions& options) {
   command.add_option("--config", options.config_path,
                      "Configuration file (default: ./pexi.toml when present)");
-  command.add_option("--resolve", options.resolve,
-                     "HOST=IP[,IP...]: use these addresses for HOST instead of DNS (repeatable)")
+  command
+      .add_option("--resolve", options.resolve,
+                  "HOST=IP[,IP...]: use these addresses for HOST instead of DNS (repeatable)")
       ->type_name("HOST=IP");
 }
 
@@ -21,8 +22,10 @@ int report(const Error& error) {
   std::cerr << '\n';
   switch (error.code) {
     case Code::config_error:
-    case Code::usage_error: return kUsage;
-    default: return kFailure;
+    case Code::usage_error:
+      return kUsage;
+    default:
+      return kFailure;
   }
 }
 
@@ -34,8 +37,9 @@ int main(int argc, char** argv) {
   // a peer that closes early must fail one write, not the process.
   std::signal(SIGXFSZ, SIG_IGN);
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"pexi: run untrusted programs in a VM whose only way out is a policy enforcement "
-               "point (PEP) on the host"};
+  CLI::App app{
+      "pexi: run untrusted programs in a VM whose only way out is a policy enforcement "
+      "point (PEP) on the host"};
   app.name("pexi");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("pexi 0.1.0"));

@@ -73,15 +73,16 @@ inline Error fail(Code code, std::string message, std::string detail = {}) {
 #define PEXI_CONCAT(a, b) PEXI_CONCAT_INNER(a, b)
 
 // PEXI_TRY(expr): return the error of a failed Result<void> (or any Result) from the caller.
-#define PEXI_TRY(expr)                                        \
-  do {                                                        \
-    auto&& pexi_try_result_ = (expr);                         \
-    if (!pexi_try_result_) return pexi_try_result_.error();   \
+#define PEXI_TRY(expr)                                      \
+  do {                                                      \
+    auto&& pexi_try_result_ = (expr);                       \
+    if (!pexi_try_result_) return pexi_try_result_.error(); \
   } while (0)
 
 // PEXI_TRY_ASSIGN(decl, expr): `decl = value` of a successful Result, else return its error.
 //   PEXI_TRY_ASSIGN(auto url, net::canonicalize(raw));
-#define PEXI_TRY_ASSIGN(decl, expr) PEXI_TRY_ASSIGN_IMPL(PEXI_CONCAT(pexi_try_, __LINE__), decl, expr)
+#define PEXI_TRY_ASSIGN(decl, expr) \
+  PEXI_TRY_ASSIGN_IMPL(PEXI_CONCAT(pexi_try_, __LINE__), decl, expr)
 #define PEXI_TRY_ASSIGN_IMPL(tmp, decl, expr) \
   auto tmp = (expr);                          \
   if (!tmp) return tmp.error();               \

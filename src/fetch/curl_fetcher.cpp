@@ -714,8 +714,8 @@ class CurlFetcher final : public Fetcher {
             "idle timeout: no data from " + where + " for " + ms_text(config_.idle_timeout_ms),
             detail);
       case Stop::cancelled:
-        return fail(Code::http_error, "request to " + where + " cancelled: the PEP is shutting down",
-                    detail);
+        return fail(Code::http_error,
+                    "request to " + where + " cancelled: the PEP is shutting down", detail);
       case Stop::none:
         break;
     }

@@ -39,7 +39,8 @@ constexpr std::array<V4Block, 16> kV4Blocks{{
     {v4(127, 0, 0, 0), 8, AddressClass::loopback},
     {v4(169, 254, 0, 0), 16, AddressClass::link_local},
     {v4(172, 16, 0, 0), 12, AddressClass::private_use},
-    {v4(192, 0, 0, 0), 24, AddressClass::reserved},  // IETF protocol assignments (DS-Lite, PCP, ...)
+    {v4(192, 0, 0, 0), 24,
+     AddressClass::reserved},  // IETF protocol assignments (DS-Lite, PCP, ...)
     {v4(192, 0, 2, 0), 24, AddressClass::documentation},
     {v4(192, 88, 99, 0), 24, AddressClass::reserved},  // 6to4 relay anycast (deprecated)
     {v4(192, 168, 0, 0), 16, AddressClass::private_use},
@@ -111,20 +112,34 @@ V4 v4_from(const Bytes16& b, unsigned offset) {
 
 std::string_view class_name(AddressClass c) noexcept {
   switch (c) {
-    case AddressClass::global: return "global";
-    case AddressClass::unspecified: return "unspecified";
-    case AddressClass::loopback: return "loopback";
-    case AddressClass::private_use: return "private_use";
-    case AddressClass::shared_cgnat: return "shared_cgnat";
-    case AddressClass::link_local: return "link_local";
-    case AddressClass::metadata: return "metadata";
-    case AddressClass::multicast: return "multicast";
-    case AddressClass::broadcast: return "broadcast";
-    case AddressClass::documentation: return "documentation";
-    case AddressClass::benchmarking: return "benchmarking";
-    case AddressClass::reserved: return "reserved";
-    case AddressClass::unique_local: return "unique_local";
-    case AddressClass::site_local: return "site_local";
+    case AddressClass::global:
+      return "global";
+    case AddressClass::unspecified:
+      return "unspecified";
+    case AddressClass::loopback:
+      return "loopback";
+    case AddressClass::private_use:
+      return "private_use";
+    case AddressClass::shared_cgnat:
+      return "shared_cgnat";
+    case AddressClass::link_local:
+      return "link_local";
+    case AddressClass::metadata:
+      return "metadata";
+    case AddressClass::multicast:
+      return "multicast";
+    case AddressClass::broadcast:
+      return "broadcast";
+    case AddressClass::documentation:
+      return "documentation";
+    case AddressClass::benchmarking:
+      return "benchmarking";
+    case AddressClass::reserved:
+      return "reserved";
+    case AddressClass::unique_local:
+      return "unique_local";
+    case AddressClass::site_local:
+      return "site_local";
   }
   return "reserved";
 }
@@ -327,9 +342,12 @@ bool Cidr::contains(const Address& address) const noexcept {
   return bytes_in(address.to_v6().to_bytes(), base.to_v6().to_bytes(), prefix);
 }
 
-std::string Cidr::to_string() const { return address_to_string(base) + "/" + std::to_string(prefix); }
+std::string Cidr::to_string() const {
+  return address_to_string(base) + "/" + std::to_string(prefix);
+}
 
-AddressGuard::AddressGuard(std::vector<Cidr> allow_private) : allow_private_(std::move(allow_private)) {}
+AddressGuard::AddressGuard(std::vector<Cidr> allow_private)
+    : allow_private_(std::move(allow_private)) {}
 
 std::optional<AddressClass> AddressGuard::blocked(const Address& address) const noexcept {
   const AddressClass cls = classify(address);

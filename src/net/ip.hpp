@@ -51,7 +51,8 @@ std::string address_to_string(const Address& address);
 AddressClass classify(const Address& address) noexcept;
 
 // The IPv4 address embedded in an IPv6 address by one of the forms above, if any.
-std::optional<boost::asio::ip::address_v4> embedded_ipv4(const boost::asio::ip::address_v6& a) noexcept;
+std::optional<boost::asio::ip::address_v4> embedded_ipv4(
+    const boost::asio::ip::address_v6& a) noexcept;
 
 // A CIDR block such as "127.0.0.1/32" or "fd00::/8". A bare address means a host route.
 struct Cidr {

@@ -72,9 +72,8 @@ bool OverrideResolver::has_override(const std::string& host) const {
 
 Result<std::pair<std::string, std::vector<Address>>> parse_resolve_override(std::string_view text) {
   const auto bad = [&](std::string why) {
-    return fail(Code::usage_error,
-                "invalid --resolve '" + std::string(text.substr(0, 200)) + "': " + why +
-                    " (expected HOST=IP[,IP...])");
+    return fail(Code::usage_error, "invalid --resolve '" + std::string(text.substr(0, 200)) +
+                                       "': " + why + " (expected HOST=IP[,IP...])");
   };
   const std::size_t eq = text.find('=');
   if (eq == std::string_view::npos) return bad("missing '='");

@@ -50,14 +50,25 @@ bool is_unreserved(unsigned char c) {
 }
 bool is_sub_delim(unsigned char c) {
   switch (c) {
-    case '!': case '$': case '&': case '\'': case '(': case ')':
-    case '*': case '+': case ',': case ';': case '=':
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')':
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
       return true;
     default:
       return false;
   }
 }
-bool is_pchar(unsigned char c) { return is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@'; }
+bool is_pchar(unsigned char c) {
+  return is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@';
+}
 
 // Characters two parsers may disagree on wherever they appear: C0 controls, DEL, space
 // (WHATWG strips or ignores some of them, RFC 3986 forbids them) and backslash (WHATWG reads
@@ -95,9 +106,9 @@ Result<std::string> normalize_component(std::string_view in, bool is_query) {
           !is_hex(static_cast<unsigned char>(in[i + 2]))) {
         return invalid("bad percent-encoding");
       }
-      const auto decoded = static_cast<unsigned char>(
-          hex_value(static_cast<unsigned char>(in[i + 1])) * 16 +
-          hex_value(static_cast<unsigned char>(in[i + 2])));
+      const auto decoded =
+          static_cast<unsigned char>(hex_value(static_cast<unsigned char>(in[i + 1])) * 16 +
+                                     hex_value(static_cast<unsigned char>(in[i + 2])));
       if (is_unreserved(decoded)) {
         out += static_cast<char>(decoded);
       } else {
@@ -422,13 +433,12 @@ Result<void> postcheck(const CanonicalUrl& url) {
   const auto expected_type = !url.ip ? boost::urls::host_type::name
                              : is_v6 ? boost::urls::host_type::ipv6
                                      : boost::urls::host_type::ipv4;
-  const bool ok = v.scheme() == url.scheme && !v.has_userinfo() && v.host_type() == expected_type &&
-                  std::string_view(v.encoded_host()) == host &&
-                  (v.has_port() ? v.port_number() == url.port : url.default_port()) &&
-                  std::string_view(v.encoded_path()) == url.path &&
-                  v.has_query() == url.query.has_value() &&
-                  (!url.query || std::string_view(v.encoded_query()) == *url.query) &&
-                  !v.has_fragment();
+  const bool ok =
+      v.scheme() == url.scheme && !v.has_userinfo() && v.host_type() == expected_type &&
+      std::string_view(v.encoded_host()) == host &&
+      (v.has_port() ? v.port_number() == url.port : url.default_port()) &&
+      std::string_view(v.encoded_path()) == url.path && v.has_query() == url.query.has_value() &&
+      (!url.query || std::string_view(v.encoded_query()) == *url.query) && !v.has_fragment();
   if (!ok) return invalid("internal check failed", "Boost.URL reads " + href + " differently");
   return {};
 }

@@ -23,11 +23,11 @@
 namespace pexi::net {
 
 struct CanonicalUrl {
-  std::string scheme;          // "http" or "https"
-  std::string host;            // lower-case ASCII name, dotted IPv4, or IPv6 text without brackets
-  std::optional<Address> ip;   // set when the host is an IP literal
-  std::uint16_t port = 0;      // effective port (80/443 when the URL has none)
-  std::string path = "/";      // canonical, always starts with '/', percent-encoding normalised
+  std::string scheme;         // "http" or "https"
+  std::string host;           // lower-case ASCII name, dotted IPv4, or IPv6 text without brackets
+  std::optional<Address> ip;  // set when the host is an IP literal
+  std::uint16_t port = 0;     // effective port (80/443 when the URL has none)
+  std::string path = "/";     // canonical, always starts with '/', percent-encoding normalised
   std::optional<std::string> query;  // without the '?'; nullopt when the URL has no '?'
 
   // host, with brackets for IPv6 ("[::1]"), plus ":port" when not the scheme's default.

@@ -16,12 +16,13 @@ std::string blocked_reason(const std::string& what, const net::Address& address,
 }  // namespace
 
 std::optional<policy::Decision> Decider::guardrail_denial(const net::CanonicalUrl& url,
-                                                         const RequestFacts& facts) const {
+                                                          const RequestFacts& facts) const {
   if (auto ok = guardrails_.check_method(facts.method); !ok) return deny(ok.error());
   if (auto ok = guardrails_.check_request_size(facts.body_bytes); !ok) return deny(ok.error());
   if (url.ip) {
     if (auto cls = address_guard_.blocked(*url.ip))
-      return policy::Decision::denied(Code::ssrf_blocked, blocked_reason(url.href(), *url.ip, *cls));
+      return policy::Decision::denied(Code::ssrf_blocked,
+                                      blocked_reason(url.href(), *url.ip, *cls));
   }
   return std::nullopt;
 }
@@ -75,8 +76,7 @@ Verdict Decider::decide_canonical(net::CanonicalUrl url, const RequestFacts& fac
     verdict.addresses = {*target.ip};
     return verdict;
   }
-  if (lookup == NameLookup::overrides_only && !resolver_->has_override(target.host))
-    return verdict;
+  if (lookup == NameLookup::overrides_only && !resolver_->has_override(target.host)) return verdict;
   auto resolved = resolver_->resolve(target.host);
   if (!resolved) {
     verdict.failure = resolved.error();

@@ -34,10 +34,10 @@ struct RequestFacts {
 };
 
 struct Verdict {
-  policy::Decision decision;               // allow, or the denial's code, reason and rule
-  std::optional<net::CanonicalUrl> url;    // set once canonicalisation succeeded
-  std::vector<net::Address> addresses;     // where the fetch may connect (allowed, looked up)
-  std::optional<Error> failure;            // allowed, but the name did not resolve (http_error)
+  policy::Decision decision;             // allow, or the denial's code, reason and rule
+  std::optional<net::CanonicalUrl> url;  // set once canonicalisation succeeded
+  std::vector<net::Address> addresses;   // where the fetch may connect (allowed, looked up)
+  std::optional<Error> failure;          // allowed, but the name did not resolve (http_error)
 };
 
 enum class NameLookup {

@@ -21,7 +21,8 @@ void Decoder::feed(std::string_view bytes) {
   if (broken_) return;
   // Bytes of a frame being skipped are dropped here, never buffered.
   if (skip_remaining_ > 0 && consumed_ == buffer_.size()) {
-    const auto drop = static_cast<std::uint32_t>(std::min<std::size_t>(bytes.size(), skip_remaining_));
+    const auto drop =
+        static_cast<std::uint32_t>(std::min<std::size_t>(bytes.size(), skip_remaining_));
     skip_remaining_ -= drop;
     bytes.remove_prefix(drop);
   }
@@ -145,7 +146,8 @@ Result<Headers> parse_headers(const json::value* v) {
   if (v == nullptr || v->is_null()) return headers;
   if (!v->is_array()) return bad("'headers' must be an array of [name, value] pairs");
   const auto& arr = v->get_array();
-  if (arr.size() > kMaxHeaders) return bad("too many headers (limit " + std::to_string(kMaxHeaders) + ")");
+  if (arr.size() > kMaxHeaders)
+    return bad("too many headers (limit " + std::to_string(kMaxHeaders) + ")");
   headers.reserve(arr.size());
   for (const auto& pair : arr) {
     if (!pair.is_array() || pair.get_array().size() != 2 || !pair.get_array()[0].is_string() ||
@@ -154,7 +156,8 @@ Result<Headers> parse_headers(const json::value* v) {
     std::string_view name = pair.get_array()[0].get_string();
     std::string_view value = pair.get_array()[1].get_string();
     if (!valid_header_name(name)) return bad("invalid header name");
-    if (!valid_header_value(value)) return bad("invalid characters in the value of header " + std::string(name));
+    if (!valid_header_value(value))
+      return bad("invalid characters in the value of header " + std::string(name));
     headers.emplace_back(std::string(name), std::string(value));
   }
   return headers;

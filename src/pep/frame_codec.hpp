@@ -34,7 +34,7 @@ class Decoder {
   enum class Status {
     need_more,  // feed more bytes
     frame,      // a payload was produced
-    skipped,    // a frame over max_payload was consumed and dropped (announced_length() says how big)
+    skipped,  // a frame over max_payload was consumed and dropped (announced_length() says how big)
     oversized,  // the length prefix exceeds kMaxFrameBytes; terminal
   };
 

@@ -12,8 +12,11 @@ std::string answer_frame(const Pipeline& pipeline, const std::optional<std::stri
     const Error sent = pipeline.reject(Front::frame, sandbox, parsed.error());
     return frame::error_json(sent.code, sent.message);
   }
-  InboundRequest request{std::move(parsed->method), std::move(parsed->url),
-                         std::move(parsed->headers), std::move(parsed->body), sandbox,
+  InboundRequest request{std::move(parsed->method),
+                         std::move(parsed->url),
+                         std::move(parsed->headers),
+                         std::move(parsed->body),
+                         sandbox,
                          Front::frame};
   auto response = pipeline.handle(request);
   if (!response) return frame::error_json(response.error().code, response.error().message);

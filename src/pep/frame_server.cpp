@@ -42,7 +42,8 @@ std::size_t connection_limit(std::size_t wanted) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return wanted;
   constexpr rlim_t kReserve = 64;  // audit log, upstream sockets, listeners
-  const rlim_t usable = limit.rlim_cur > kReserve * 2 ? limit.rlim_cur - kReserve : limit.rlim_cur / 2;
+  const rlim_t usable =
+      limit.rlim_cur > kReserve * 2 ? limit.rlim_cur - kReserve : limit.rlim_cur / 2;
   return std::min<std::size_t>(wanted, static_cast<std::size_t>(usable));
 }
 
@@ -173,11 +174,11 @@ struct FrameServer::Impl : std::enable_shared_from_this<Impl> {
                                    std::to_string(frame::kMaxFrameBytes) + " bytes"});
           break;
         case frame::Decoder::Status::skipped:
-          work = refusal(Error{Code::constraint_violation,
-                               "frame of " + std::to_string(decoder.announced_length()) +
-                                   " bytes cannot carry a request within max_request_bytes (" +
-                                   std::to_string(pipeline->decider().guardrails().max_request_bytes()) +
-                                   ")"});
+          work = refusal(Error{
+              Code::constraint_violation,
+              "frame of " + std::to_string(decoder.announced_length()) +
+                  " bytes cannot carry a request within max_request_bytes (" +
+                  std::to_string(pipeline->decider().guardrails().max_request_bytes()) + ")"});
           break;
         default:
           work = [pipeline = pipeline, sandbox = options.sandbox, payload = std::move(payload)] {

@@ -33,7 +33,7 @@ namespace pexi::pep {
 class FrameServer {
  public:
   struct Options {
-    std::optional<std::string> sandbox;            // audit `vm` for every request
+    std::optional<std::string> sandbox;  // audit `vm` for every request
     std::chrono::milliseconds frame_timeout{30'000};
     std::chrono::milliseconds idle_timeout{300'000};
     std::size_t max_connections = 1024;  // lowered to fit RLIMIT_NOFILE

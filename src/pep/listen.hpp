@@ -15,7 +15,7 @@ struct ListenSpec {
   enum class Kind { tcp, unix_socket } kind = Kind::tcp;
   std::string address;  // tcp: the IP literal (no brackets)
   std::uint16_t port = 0;
-  std::string path;     // unix: socket path
+  std::string path;  // unix: socket path
 
   std::string to_string() const;  // the same syntax it was parsed from
   bool is_loopback() const;

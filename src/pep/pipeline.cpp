@@ -47,10 +47,18 @@ bool same_origin(const net::CanonicalUrl& a, const net::CanonicalUrl& b) {
 }
 
 bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& connection_tokens) {
-  static constexpr std::string_view kNames[] = {
-      "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-      "te",         "trailer",    "transfer-encoding", "upgrade",            "host",
-      "content-length", "expect"};
+  static constexpr std::string_view kNames[] = {"connection",
+                                                "keep-alive",
+                                                "proxy-connection",
+                                                "proxy-authorization",
+                                                "proxy-authenticate",
+                                                "te",
+                                                "trailer",
+                                                "transfer-encoding",
+                                                "upgrade",
+                                                "host",
+                                                "content-length",
+                                                "expect"};
   for (auto n : kNames)
     if (iequals(name, n)) return true;
   for (const auto& token : connection_tokens)
@@ -118,8 +126,7 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
 
   // Every path out of this function goes through finish(): one audit record, then the answer.
   auto finish = [&](Result<BufferedResponse> outcome) -> Result<BufferedResponse> {
-    record.duration_ms =
-        std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
     if (!outcome) {
       record.code = outcome.error().code;
       record.reason = outcome.error().message;
@@ -127,7 +134,8 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     if (auto ok = audit_->append(record); !ok) {
       if (performed)
         log_error("audit log cannot be written (" + ok.error().detail + "); request " + record.id +
-                  " (" + record.method + " " + record.host + ") was performed upstream, its "
+                  " (" + record.method + " " + record.host +
+                  ") was performed upstream, its "
                   "answer withheld");
       return ok.error();
     }
@@ -163,8 +171,8 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
       policy::Decision blocked = verdict.decision;
       blocked.code = Code::redirect_blocked;
       blocked.reason = "redirect to " + (verdict.url ? verdict.url->href() : std::string("?")) +
-                       " blocked (" + std::string(code_name(verdict.decision.code)) + "): " +
-                       verdict.decision.reason;
+                       " blocked (" + std::string(code_name(verdict.decision.code)) +
+                       "): " + verdict.decision.reason;
       return refuse(blocked);
     }
     record.allow = true;
@@ -183,22 +191,24 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     if (!verdict.decision.inject.empty()) {
       // Credentials only travel encrypted; a cleartext hop to the same host gets none.
       if (request.url.scheme != "https")
-        return refuse(policy::Decision::denied(
-            Code::denied_by_policy,
-            "rule " + verdict.decision.rule + " injects credentials, which pexi sends only over "
-            "https; refusing " + request.url.href(),
-            verdict.decision.rule));
+        return refuse(
+            policy::Decision::denied(Code::denied_by_policy,
+                                     "rule " + verdict.decision.rule +
+                                         " injects credentials, which pexi sends only over "
+                                         "https; refusing " +
+                                         request.url.href(),
+                                     verdict.decision.rule));
       // An encoded body could carry an echoed secret past the scrubber.
       erase_header(request.headers, "accept-encoding");
     }
     for (const auto& inject : verdict.decision.inject) {
       const std::string* value = secrets_->value(inject.env);
       if (value == nullptr)
-        return refuse(policy::Decision::denied(
-            Code::denied_by_policy,
-            "rule " + verdict.decision.rule + " injects " + inject.name + " from $" + inject.env +
-                ", which is not set on the host",
-            verdict.decision.rule));
+        return refuse(policy::Decision::denied(Code::denied_by_policy,
+                                               "rule " + verdict.decision.rule + " injects " +
+                                                   inject.name + " from $" + inject.env +
+                                                   ", which is not set on the host",
+                                               verdict.decision.rule));
       erase_header(request.headers, inject.name);
       request.headers.emplace_back(inject.name, *value);
       for (auto& form : exposed_forms(*value)) exposed.push_back(std::move(form));
@@ -208,8 +218,7 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     // Fail closed: while the audit log is failing, nothing more goes upstream.
     if (!audit_->healthy())
       return finish(Error{Code::audit_unavailable, "audit log cannot be written"});
-    if (cancelled_.load())
-      return finish(Error{Code::http_error, "the PEP is shutting down"});
+    if (cancelled_.load()) return finish(Error{Code::http_error, "the PEP is shutting down"});
 
     BufferingSink sink;
     performed = true;
@@ -229,9 +238,9 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
 
     // A redirect: the PEP follows it itself, deciding the next hop from the start.
     if (hop + 1 > guardrails.max_redirects())
-      return finish(Error{Code::constraint_violation,
-                          "too many redirects (limit " +
-                              std::to_string(guardrails.max_redirects()) + ")"});
+      return finish(
+          Error{Code::constraint_violation,
+                "too many redirects (limit " + std::to_string(guardrails.max_redirects()) + ")"});
     auto next = net::resolve_location(*verdict.url, *sink.location());
     if (!next)
       return refuse(policy::Decision::denied(

@@ -30,7 +30,7 @@ namespace pexi::pep {
 
 struct InboundRequest {
   std::string method;
-  std::string url;                     // as the sandbox sent it
+  std::string url;  // as the sandbox sent it
   Headers headers;
   std::string body;
   std::optional<std::string> sandbox;  // sandbox name, nullopt outside a VM

@@ -21,7 +21,8 @@ Result<std::shared_ptr<policy::Engine>> make_engine(const config::PolicyConfig& 
     PEXI_TRY_ASSIGN(auto engine, policy::BuiltinEngine::create(policy));
     return std::shared_ptr<policy::Engine>(std::move(engine));
   }
-  return fail(Code::config_error, "policy engine '" + policy.engine + "' is not available in this build");
+  return fail(Code::config_error,
+              "policy engine '" + policy.engine + "' is not available in this build");
 }
 
 Result<net::AddressGuard> make_address_guard(const config::GuardrailsConfig& guardrails) {
@@ -43,9 +44,9 @@ Result<std::shared_ptr<const Decider>> make_decider(const config::Config& config
   std::shared_ptr<net::Resolver> fallback;
   if (system_dns) fallback = std::make_shared<net::SystemResolver>();
   auto resolver = std::make_shared<net::OverrideResolver>(overrides, std::move(fallback));
-  return std::shared_ptr<const Decider>(std::make_shared<Decider>(
-      std::move(engine), policy::Guardrails(config.guardrails), std::move(guard),
-      std::move(resolver)));
+  return std::shared_ptr<const Decider>(
+      std::make_shared<Decider>(std::move(engine), policy::Guardrails(config.guardrails),
+                                std::move(guard), std::move(resolver)));
 }
 
 Result<Runtime> make_runtime(const config::Config& config, const ResolveOverrides& overrides,

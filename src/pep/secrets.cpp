@@ -59,8 +59,7 @@ std::vector<std::string> exposed_forms(std::string_view secret) {
   constexpr std::size_t kMinForm = 12;
   std::vector<std::string> forms;
   auto add = [&](std::string form) {
-    if (form.size() >= kMinForm &&
-        std::find(forms.begin(), forms.end(), form) == forms.end())
+    if (form.size() >= kMinForm && std::find(forms.begin(), forms.end(), form) == forms.end())
       forms.push_back(std::move(form));
   };
   add(std::string(secret));

@@ -15,21 +15,21 @@ namespace pexi::policy {
 
 // One request as the policy sees it. Built by the pipeline after canonicalisation.
 struct DecisionInput {
-  std::string method;                      // upper-case token
+  std::string method;  // upper-case token
   net::CanonicalUrl url;
-  const Headers* headers = nullptr;        // as sent by the sandbox (engines must not log them)
+  const Headers* headers = nullptr;  // as sent by the sandbox (engines must not log them)
   std::uint64_t body_bytes = 0;
-  std::optional<std::string> sandbox;      // sandbox name, nullopt outside a VM
+  std::optional<std::string> sandbox;  // sandbox name, nullopt outside a VM
   Front front = Front::frame;
-  std::uint32_t hop = 0;                   // 0 for the request itself, N for the Nth redirect
-  std::optional<std::string> origin_url;   // canonical URL of hop 0 when hop > 0
+  std::uint32_t hop = 0;                  // 0 for the request itself, N for the Nth redirect
+  std::optional<std::string> origin_url;  // canonical URL of hop 0 when hop > 0
 };
 
 struct Decision {
   bool allow = false;
-  Code code = Code::denied_by_policy;      // meaningful when !allow
-  std::string rule;                        // the rule that allowed, or "" when none matched
-  std::string reason;                      // human-readable, guest-visible
+  Code code = Code::denied_by_policy;        // meaningful when !allow
+  std::string rule;                          // the rule that allowed, or "" when none matched
+  std::string reason;                        // human-readable, guest-visible
   std::vector<config::InjectHeader> inject;  // headers to set on the way out (allow only)
 
   static Decision allowed(std::string rule, std::string reason = {},

@@ -21,7 +21,8 @@ class MemoryAuditSink final : public audit::Sink {
  public:
   Result<void> append(const audit::Record& record) override {
     std::lock_guard lock(mutex_);
-    if (failing) return fail(Code::audit_unavailable, "audit log cannot be written", "fake: disk full");
+    if (failing)
+      return fail(Code::audit_unavailable, "audit log cannot be written", "fake: disk full");
     records_.push_back(record);
     return {};
   }

@@ -40,11 +40,11 @@ INSTANTIATE_TEST_SUITE_P(Data, AddressTable,
 
 TEST(ClassName, EveryClassHasItsOwnName) {
   const std::vector<AddressClass> all{
-      AddressClass::global,       AddressClass::unspecified,  AddressClass::loopback,
-      AddressClass::private_use,  AddressClass::shared_cgnat, AddressClass::link_local,
-      AddressClass::metadata,     AddressClass::multicast,    AddressClass::broadcast,
+      AddressClass::global,        AddressClass::unspecified,  AddressClass::loopback,
+      AddressClass::private_use,   AddressClass::shared_cgnat, AddressClass::link_local,
+      AddressClass::metadata,      AddressClass::multicast,    AddressClass::broadcast,
       AddressClass::documentation, AddressClass::benchmarking, AddressClass::reserved,
-      AddressClass::unique_local, AddressClass::site_local};
+      AddressClass::unique_local,  AddressClass::site_local};
   std::set<std::string_view> names;
   for (auto c : all) names.insert(class_name(c));
   EXPECT_EQ(names.size(), all.size());
@@ -57,12 +57,18 @@ TEST(EmbeddedIpv4, EachEmbeddingForm) {
     const char* v4;  // nullptr: none
   };
   const Case cases[] = {
-      {"::ffff:1.2.3.4", "1.2.3.4"},      {"::1.2.3.4", "1.2.3.4"},
-      {"64:ff9b::1.2.3.4", "1.2.3.4"},    {"2002:102:304::", "1.2.3.4"},
-      {"2002:102:304:ffff::1", "1.2.3.4"}, {"::", nullptr},
-      {"::1", nullptr},                   {"::ffff:0:1.2.3.4", nullptr},
-      {"64:ff9b:1::1.2.3.4", nullptr},    {"2001::102:304", nullptr},
-      {"2003:102:304::", nullptr},        {"fe80::1.2.3.4", nullptr},
+      {"::ffff:1.2.3.4", "1.2.3.4"},
+      {"::1.2.3.4", "1.2.3.4"},
+      {"64:ff9b::1.2.3.4", "1.2.3.4"},
+      {"2002:102:304::", "1.2.3.4"},
+      {"2002:102:304:ffff::1", "1.2.3.4"},
+      {"::", nullptr},
+      {"::1", nullptr},
+      {"::ffff:0:1.2.3.4", nullptr},
+      {"64:ff9b:1::1.2.3.4", nullptr},
+      {"2001::102:304", nullptr},
+      {"2003:102:304::", nullptr},
+      {"fe80::1.2.3.4", nullptr},
   };
   for (const auto& c : cases) {
     auto e = embedded_ipv4(addr(c.v6).to_v6());
@@ -76,16 +82,38 @@ TEST(EmbeddedIpv4, EachEmbeddingForm) {
 }
 
 TEST(ParseAddress, StrictTextOnly) {
-  const std::vector<std::string> good{"0.0.0.0", "255.255.255.255", "1.2.3.4", "::", "::1",
-                                      "1:2:3:4:5:6:7:8", "::ffff:1.2.3.4", "FE80::1"};
+  const std::vector<std::string> good{"0.0.0.0", "255.255.255.255", "1.2.3.4",        "::",
+                                      "::1",     "1:2:3:4:5:6:7:8", "::ffff:1.2.3.4", "FE80::1"};
   for (const auto& s : good) EXPECT_TRUE(parse_address(s)) << s;
-  const std::vector<std::string> bad{"",        "1.2.3",     "1.2.3.4.5", "01.2.3.4",
-                                     "1.2.3.04", "256.1.1.1", "0x7f.0.0.1", "2130706433",
-                                     "1.2.3.4.", " 1.2.3.4",  "1.2.3.4 ", "1..2.3",
-                                     "[::1]",   "::1%eth0",  "::1%25eth0", "1:2:3:4:5:6:7:8:9",
-                                     "::ffff:1.2.3.04", "::g", "1::2::3", "+1.2.3.4",
-                                     "1.2.3.-4", "１.2.3.4", "::12345", "1:2:3:4:5:6:7::8", ":1::2", "1::2:",
-                                     "::ffff:1.2.3", "g::1", "1.2.3.4::"};
+  const std::vector<std::string> bad{"",
+                                     "1.2.3",
+                                     "1.2.3.4.5",
+                                     "01.2.3.4",
+                                     "1.2.3.04",
+                                     "256.1.1.1",
+                                     "0x7f.0.0.1",
+                                     "2130706433",
+                                     "1.2.3.4.",
+                                     " 1.2.3.4",
+                                     "1.2.3.4 ",
+                                     "1..2.3",
+                                     "[::1]",
+                                     "::1%eth0",
+                                     "::1%25eth0",
+                                     "1:2:3:4:5:6:7:8:9",
+                                     "::ffff:1.2.3.04",
+                                     "::g",
+                                     "1::2::3",
+                                     "+1.2.3.4",
+                                     "1.2.3.-4",
+                                     "１.2.3.4",
+                                     "::12345",
+                                     "1:2:3:4:5:6:7::8",
+                                     ":1::2",
+                                     "1::2:",
+                                     "::ffff:1.2.3",
+                                     "g::1",
+                                     "1.2.3.4::"};
   for (const auto& s : bad) EXPECT_FALSE(parse_address(s)) << s;
 }
 
@@ -152,12 +180,29 @@ TEST(Cidr, ParsesBlocksAndHostRoutes) {
 }
 
 TEST(Cidr, RejectsBadInputWithConfigError) {
-  const std::vector<std::string> bad{
-      "",           "/8",           "10.0.0.0/",   "10.0.0.0/33",  "10.0.0.0/-1",
-      "10.0.0.0/08", "10.0.0.0/8/8", "10.0.0.0 /8", "10.0.0.0/ 8",  "10.0.0.1/8",
-      "192.168.1.0/16", "fd00::/129", "fd00::1/8",  "10/8",         "010.0.0.0/8",
-      "0x0a.0.0.0/8", "[::1]/128",   "::1%lo/128",  "example.com/8", "10.0.0.0/8x",
-      "10.0.0.0/+8", "10.0.0.0/1000", "*"};
+  const std::vector<std::string> bad{"",
+                                     "/8",
+                                     "10.0.0.0/",
+                                     "10.0.0.0/33",
+                                     "10.0.0.0/-1",
+                                     "10.0.0.0/08",
+                                     "10.0.0.0/8/8",
+                                     "10.0.0.0 /8",
+                                     "10.0.0.0/ 8",
+                                     "10.0.0.1/8",
+                                     "192.168.1.0/16",
+                                     "fd00::/129",
+                                     "fd00::1/8",
+                                     "10/8",
+                                     "010.0.0.0/8",
+                                     "0x0a.0.0.0/8",
+                                     "[::1]/128",
+                                     "::1%lo/128",
+                                     "example.com/8",
+                                     "10.0.0.0/8x",
+                                     "10.0.0.0/+8",
+                                     "10.0.0.0/1000",
+                                     "*"};
   for (const auto& s : bad) {
     auto cidr = Cidr::parse(s);
     ASSERT_FALSE(cidr) << "accepted '" << s << "' as " << cidr->to_string();
@@ -166,8 +211,7 @@ TEST(Cidr, RejectsBadInputWithConfigError) {
   }
   auto typo = Cidr::parse("192.168.1.0/16");
   ASSERT_FALSE(typo);
-  EXPECT_NE(typo.error().message.find("192.168.0.0/16"), std::string::npos)
-      << typo.error().message;
+  EXPECT_NE(typo.error().message.find("192.168.0.0/16"), std::string::npos) << typo.error().message;
 }
 
 TEST(Cidr, ContainsRespectsPrefixAndFamily) {

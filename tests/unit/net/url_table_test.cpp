@@ -14,8 +14,8 @@ using test::Row;
 // and the host contains only what DNS names and IP literals can.
 void expect_canonical_invariants(const CanonicalUrl& url) {
   auto again = canonicalize(url.href());
-  ASSERT_TRUE(again) << "href does not parse again: " << url.href() << " ("
-                     << again.error().message << ")";
+  ASSERT_TRUE(again) << "href does not parse again: " << url.href() << " (" << again.error().message
+                     << ")";
   EXPECT_EQ(*again, url) << "not a fixed point: " << url.href() << " -> " << again->href();
   for (char c : url.host) {
     EXPECT_TRUE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||

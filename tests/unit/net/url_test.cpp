@@ -82,8 +82,9 @@ TEST(Canonicalize, LengthIsBounded) {
 TEST(Canonicalize, EveryControlByteIsRejectedAnywhere) {
   for (int c = 0; c < 0x20; ++c) {
     const std::string byte(1, static_cast<char>(c));
-    for (const std::string& url : {"http://a" + byte + "b/", "http://a/" + byte, "http://a/?" + byte,
-                                   "http://a/#" + byte, byte + "http://a/", "http://a/" + byte + "x"}) {
+    for (const std::string& url :
+         {"http://a" + byte + "b/", "http://a/" + byte, "http://a/?" + byte, "http://a/#" + byte,
+          byte + "http://a/", "http://a/" + byte + "x"}) {
       EXPECT_FALSE(canonicalize(url)) << "byte " << c;
     }
   }

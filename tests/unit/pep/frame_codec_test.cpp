@@ -111,9 +111,9 @@ TEST(Base64, RoundTripsEveryLengthAndByte) {
 }
 
 TEST(Base64, RejectsMalformedText) {
-  for (std::string_view bad : {"a", "ab", "abc", "aGVsbG8", "aGVsbG8==", "aGVs bG8=", "aGVs\nbG8=",
-                               "=aGV", "aG=s", "aGVsbG8=aGVs", "aGVs-G8=", "aGVs_G8=", "a===",
-                               "====", "aGVsbG8=\n", "aGVsbG8\0"}) {
+  for (std::string_view bad :
+       {"a", "ab", "abc", "aGVsbG8", "aGVsbG8==", "aGVs bG8=", "aGVs\nbG8=", "=aGV", "aG=s",
+        "aGVsbG8=aGVs", "aGVs-G8=", "aGVs_G8=", "a===", "====", "aGVsbG8=\n", "aGVsbG8\0"}) {
     EXPECT_FALSE(base64_decode(bad)) << bad;
   }
 }
@@ -142,17 +142,22 @@ const std::string kDeep = std::string(40, '[') + std::string(40, ']');
 INSTANTIATE_TEST_SUITE_P(
     Table, ParseRequest,
     ::testing::Values(
-        ParseCase{"seed_example",
-                  R"({"method":"GET","url":"https://example.com/p","headers":[["accept","text/html"]],"body_base64":null})",
-                  std::nullopt},
+        ParseCase{
+            "seed_example",
+            R"({"method":"GET","url":"https://example.com/p","headers":[["accept","text/html"]],"body_base64":null})",
+            std::nullopt},
         ParseCase{"no_optional_members", R"({"method":"GET","url":"http://a/"})", std::nullopt},
-        ParseCase{"null_headers", R"({"method":"GET","url":"http://a/","headers":null})", std::nullopt},
-        ParseCase{"body", R"({"method":"POST","url":"http://a/","body_base64":"aGVsbG8="})", std::nullopt},
-        ParseCase{"unknown_member_ignored", R"({"method":"GET","url":"http://a/","x":{"y":[1]}})", std::nullopt},
+        ParseCase{"null_headers", R"({"method":"GET","url":"http://a/","headers":null})",
+                  std::nullopt},
+        ParseCase{"body", R"({"method":"POST","url":"http://a/","body_base64":"aGVsbG8="})",
+                  std::nullopt},
+        ParseCase{"unknown_member_ignored", R"({"method":"GET","url":"http://a/","x":{"y":[1]}})",
+                  std::nullopt},
         ParseCase{"empty_payload", "", Code::invalid_request},
         ParseCase{"not_json", "GET / HTTP/1.1", Code::invalid_request},
         ParseCase{"truncated_json", R"({"method":"GET","url":"http://a/")", Code::invalid_request},
-        ParseCase{"trailing_garbage", R"({"method":"GET","url":"http://a/"} x)", Code::invalid_request},
+        ParseCase{"trailing_garbage", R"({"method":"GET","url":"http://a/"} x)",
+                  Code::invalid_request},
         ParseCase{"array_root", R"(["GET","http://a/"])", Code::invalid_request},
         ParseCase{"string_root", R"("GET")", Code::invalid_request},
         ParseCase{"missing_method", R"({"url":"http://a/"})", Code::invalid_request},
@@ -160,38 +165,74 @@ INSTANTIATE_TEST_SUITE_P(
         ParseCase{"method_number", R"({"method":1,"url":"http://a/"})", Code::invalid_request},
         ParseCase{"url_null", R"({"method":"GET","url":null})", Code::invalid_request},
         ParseCase{"url_array", R"({"method":"GET","url":["http://a/"]})", Code::invalid_request},
-        ParseCase{"headers_object", R"({"method":"GET","url":"http://a/","headers":{"a":"b"}})", Code::invalid_request},
-        ParseCase{"header_triple", R"({"method":"GET","url":"http://a/","headers":[["a","b","c"]]})", Code::invalid_request},
-        ParseCase{"header_single", R"({"method":"GET","url":"http://a/","headers":[["a"]]})", Code::invalid_request},
-        ParseCase{"header_number_value", R"({"method":"GET","url":"http://a/","headers":[["a",1]]})", Code::invalid_request},
-        ParseCase{"header_string", R"({"method":"GET","url":"http://a/","headers":["a: b"]})", Code::invalid_request},
-        ParseCase{"header_name_space", R"({"method":"GET","url":"http://a/","headers":[["a b","c"]]})", Code::invalid_request},
-        ParseCase{"header_name_colon", R"({"method":"GET","url":"http://a/","headers":[["a:","c"]]})", Code::invalid_request},
-        ParseCase{"header_name_empty", R"({"method":"GET","url":"http://a/","headers":[["","c"]]})", Code::invalid_request},
-        ParseCase{"header_value_crlf", R"({"method":"GET","url":"http://a/","headers":[["a","b\r\nx-evil: 1"]]})", Code::invalid_request},
-        ParseCase{"header_value_lf", R"({"method":"GET","url":"http://a/","headers":[["a","b\nc"]]})", Code::invalid_request},
-        ParseCase{"header_value_nul", R"({"method":"GET","url":"http://a/","headers":[["a","b\u0000c"]]})", Code::invalid_request},
-        ParseCase{"body_number", R"({"method":"GET","url":"http://a/","body_base64":5})", Code::invalid_request},
-        ParseCase{"body_bad_base64", R"({"method":"GET","url":"http://a/","body_base64":"@@@@"})", Code::invalid_request},
-        ParseCase{"body_unpadded", R"({"method":"GET","url":"http://a/","body_base64":"aGVsbG8"})", Code::invalid_request},
-        ParseCase{"body_over_cap", R"({"method":"POST","url":"http://a/","body_base64":"MDEyMzQ1Njc4OTAxMjM0NTY3"})", Code::constraint_violation},
-        ParseCase{"body_far_over_cap", R"({"method":"POST","url":"http://a/","body_base64":")" + std::string(4000, 'A') + "\"}", Code::constraint_violation},
-        ParseCase{"invalid_utf8", std::string("{\"method\":\"GET\",\"url\":\"http://a/\xff\"}"), Code::invalid_request},
-        ParseCase{"overlong_utf8", std::string("{\"method\":\"GET\",\"url\":\"http://a/\xc0\xaf\"}"), Code::invalid_request},
-        ParseCase{"lone_surrogate_escape", R"({"method":"GET","url":"http://a/\ud800"})", Code::invalid_request},
-        ParseCase{"absurd_nesting", R"({"method":"GET","url":"http://a/","x":)" + kDeep + "}", Code::invalid_request},
-        ParseCase{"million_tiny_values",
-                  R"({"method":"GET","url":"http://a/","x":[)" + [] {
-                    std::string v = "0";
-                    for (int i = 0; i < 200000; ++i) v += ",0";
-                    return v;
-                  }() + "]}",
+        ParseCase{"headers_object", R"({"method":"GET","url":"http://a/","headers":{"a":"b"}})",
                   Code::invalid_request},
-        ParseCase{"too_many_headers", [] {
+        ParseCase{"header_triple",
+                  R"({"method":"GET","url":"http://a/","headers":[["a","b","c"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_single", R"({"method":"GET","url":"http://a/","headers":[["a"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_number_value",
+                  R"({"method":"GET","url":"http://a/","headers":[["a",1]]})",
+                  Code::invalid_request},
+        ParseCase{"header_string", R"({"method":"GET","url":"http://a/","headers":["a: b"]})",
+                  Code::invalid_request},
+        ParseCase{"header_name_space",
+                  R"({"method":"GET","url":"http://a/","headers":[["a b","c"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_name_colon",
+                  R"({"method":"GET","url":"http://a/","headers":[["a:","c"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_name_empty", R"({"method":"GET","url":"http://a/","headers":[["","c"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_value_crlf",
+                  R"({"method":"GET","url":"http://a/","headers":[["a","b\r\nx-evil: 1"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_value_lf",
+                  R"({"method":"GET","url":"http://a/","headers":[["a","b\nc"]]})",
+                  Code::invalid_request},
+        ParseCase{"header_value_nul",
+                  R"({"method":"GET","url":"http://a/","headers":[["a","b\u0000c"]]})",
+                  Code::invalid_request},
+        ParseCase{"body_number", R"({"method":"GET","url":"http://a/","body_base64":5})",
+                  Code::invalid_request},
+        ParseCase{"body_bad_base64", R"({"method":"GET","url":"http://a/","body_base64":"@@@@"})",
+                  Code::invalid_request},
+        ParseCase{"body_unpadded", R"({"method":"GET","url":"http://a/","body_base64":"aGVsbG8"})",
+                  Code::invalid_request},
+        ParseCase{"body_over_cap",
+                  R"({"method":"POST","url":"http://a/","body_base64":"MDEyMzQ1Njc4OTAxMjM0NTY3"})",
+                  Code::constraint_violation},
+        ParseCase{"body_far_over_cap",
+                  R"({"method":"POST","url":"http://a/","body_base64":")" + std::string(4000, 'A') +
+                      "\"}",
+                  Code::constraint_violation},
+        ParseCase{"invalid_utf8", std::string("{\"method\":\"GET\",\"url\":\"http://a/\xff\"}"),
+                  Code::invalid_request},
+        ParseCase{"overlong_utf8",
+                  std::string("{\"method\":\"GET\",\"url\":\"http://a/\xc0\xaf\"}"),
+                  Code::invalid_request},
+        ParseCase{"lone_surrogate_escape", R"({"method":"GET","url":"http://a/\ud800"})",
+                  Code::invalid_request},
+        ParseCase{"absurd_nesting", R"({"method":"GET","url":"http://a/","x":)" + kDeep + "}",
+                  Code::invalid_request},
+        ParseCase{"million_tiny_values",
+                  R"({"method":"GET","url":"http://a/","x":[)" +
+                      [] {
+                        std::string v = "0";
+                        for (int i = 0; i < 200000; ++i) v += ",0";
+                        return v;
+                      }() +
+                      "]}",
+                  Code::invalid_request},
+        ParseCase{"too_many_headers",
+                  [] {
                     std::string h;
-                    for (std::size_t i = 0; i <= kMaxHeaders; ++i) h += std::string(i ? "," : "") + R"(["a","b"])";
+                    for (std::size_t i = 0; i <= kMaxHeaders; ++i)
+                      h += std::string(i ? "," : "") + R"(["a","b"])";
                     return R"({"method":"GET","url":"http://a/","headers":[)" + h + "]}";
-                  }(), Code::invalid_request}),
+                  }(),
+                  Code::invalid_request}),
     [](const ::testing::TestParamInfo<ParseCase>& param_info) {
       return std::string(param_info.param.name);
     });
@@ -208,11 +249,14 @@ TEST(ParseRequest, DecodesFields) {
 }
 
 TEST(ResponseJson, MatchesTheSeedShapeExactly) {
-  EXPECT_EQ(response_json(200, {{"content-type", "text/html"}}, "hi"),
-            R"({"status":200,"headers":[["content-type","text/html"]],"body_base64":"aGk=","error":null})");
-  EXPECT_EQ(response_json(204, {}, ""), R"({"status":204,"headers":[],"body_base64":"","error":null})");
-  EXPECT_EQ(error_json(Code::denied_by_policy, "no rule allows GET https://evil.test/"),
-            R"({"status":0,"headers":[],"body_base64":null,"error":{"code":"denied_by_policy","message":"no rule allows GET https://evil.test/"}})");
+  EXPECT_EQ(
+      response_json(200, {{"content-type", "text/html"}}, "hi"),
+      R"({"status":200,"headers":[["content-type","text/html"]],"body_base64":"aGk=","error":null})");
+  EXPECT_EQ(response_json(204, {}, ""),
+            R"({"status":204,"headers":[],"body_base64":"","error":null})");
+  EXPECT_EQ(
+      error_json(Code::denied_by_policy, "no rule allows GET https://evil.test/"),
+      R"({"status":0,"headers":[],"body_base64":null,"error":{"code":"denied_by_policy","message":"no rule allows GET https://evil.test/"}})");
 }
 
 TEST(ResponseJson, IsValidJsonForHostileHeaderValues) {

@@ -4,6 +4,7 @@
 #include "pep/frame_codec.hpp"
 #include "policy/builtin_engine.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -12,7 +13,6 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
-#include <gtest/gtest.h>
 
 #include <sys/stat.h>
 
@@ -58,7 +58,8 @@ class FrameServerTest : public ::testing::Test {
     auto decider = std::make_shared<const Decider>(
         std::shared_ptr<policy::Engine>(std::move(*engine)), policy::Guardrails(config.guardrails),
         net::AddressGuard{},
-        std::make_shared<net::OverrideResolver>(std::map<std::string, std::vector<net::Address>>{}, nullptr));
+        std::make_shared<net::OverrideResolver>(std::map<std::string, std::vector<net::Address>>{},
+                                                nullptr));
     for (int i = 0; i < 10; ++i)
       fetcher->on("http://93.184.216.34/" + std::to_string(i),
                   {200, {}, "body" + std::to_string(i), std::nullopt});
@@ -107,13 +108,15 @@ const ListenSpec kLoopback{ListenSpec::Kind::tcp, "127.0.0.1", 0, {}};
 TEST_F(FrameServerTest, AnswersPipelinedRequestsInOrder) {
   auto socket = connect(start(kLoopback));
   std::string batch;
-  for (int i = 0; i < 10; ++i) batch += frame_request("GET", "http://93.184.216.34/" + std::to_string(i));
+  for (int i = 0; i < 10; ++i)
+    batch += frame_request("GET", "http://93.184.216.34/" + std::to_string(i));
   asio::write(socket, asio::buffer(batch));
   for (int i = 0; i < 10; ++i) {
     auto answer = read_answer(socket);
     ASSERT_TRUE(answer);
     EXPECT_EQ(answer->at("status").as_int64(), 200);
-    EXPECT_EQ(*frame::base64_decode(answer->at("body_base64").as_string()), "body" + std::to_string(i));
+    EXPECT_EQ(*frame::base64_decode(answer->at("body_base64").as_string()),
+              "body" + std::to_string(i));
   }
   EXPECT_EQ(audit_sink->records().size(), 10u);
 }
@@ -142,7 +145,10 @@ TEST_F(FrameServerTest, DeniedRequestGetsTheSeedErrorShape) {
   asio::write(socket, asio::buffer(frame_request("GET", "https://evil.test/")));
   auto answer = read_answer(socket);
   ASSERT_TRUE(answer);
-  EXPECT_EQ(boost::json::serialize(*answer).find(R"({"status":0,"headers":[],"body_base64":null,"error":{"code":"denied_by_policy","message":)"), 0u);
+  EXPECT_EQ(
+      boost::json::serialize(*answer).find(
+          R"({"status":0,"headers":[],"body_base64":null,"error":{"code":"denied_by_policy","message":)"),
+      0u);
 }
 
 TEST_F(FrameServerTest, OversizedLengthIsAnsweredThenClosed) {
@@ -219,11 +225,13 @@ TEST_F(FrameServerTest, FrameTooBigForTheBodyLimitIsSkippedAndTheConnectionGoesO
 }
 
 TEST_F(FrameServerTest, UnixListenerReplacesAStaleSocketButNotALiveOne) {
-  const auto dir = std::filesystem::temp_directory_path() / ("pexi-stale-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("pexi-stale-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto path = (dir / "pep.sock").string();
   {  // a socket file nobody listens on any more
-    asio::local::stream_protocol::acceptor dead(client_io, asio::local::stream_protocol::endpoint(path));
+    asio::local::stream_protocol::acceptor dead(client_io,
+                                                asio::local::stream_protocol::endpoint(path));
   }
   ASSERT_TRUE(std::filesystem::exists(path));
   start({ListenSpec::Kind::unix_socket, {}, 0, path});
@@ -246,9 +254,12 @@ TEST_F(FrameServerTest, ServesManyConcurrentConnections) {
       int ok = 0;
       for (int r = 0; r < kRequests; ++r) {
         const int n = (c + r) % 10;
-        asio::write(socket, asio::buffer(frame_request("GET", "http://93.184.216.34/" + std::to_string(n))));
+        asio::write(socket, asio::buffer(
+                                frame_request("GET", "http://93.184.216.34/" + std::to_string(n))));
         auto answer = read_answer(socket);
-        if (answer && *frame::base64_decode(answer->at("body_base64").as_string()) == "body" + std::to_string(n)) ++ok;
+        if (answer && *frame::base64_decode(answer->at("body_base64").as_string()) ==
+                          "body" + std::to_string(n))
+          ++ok;
       }
       return ok;
     }));
@@ -260,7 +271,8 @@ TEST_F(FrameServerTest, ServesManyConcurrentConnections) {
 }
 
 TEST_F(FrameServerTest, UnixListenerIsOwnerOnly) {
-  const auto dir = std::filesystem::temp_directory_path() / ("pexi-frame-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("pexi-frame-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto path = (dir / "pep.sock").string();
   start({ListenSpec::Kind::unix_socket, {}, 0, path});

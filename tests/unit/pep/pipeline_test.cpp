@@ -48,9 +48,11 @@ class PipelineTest : public ::testing::Test {
     EXPECT_TRUE(engine) << engine.error().message;
     auto decider = std::make_shared<const Decider>(
         std::shared_ptr<policy::Engine>(std::move(*engine)), policy::Guardrails(config.guardrails),
-        net::AddressGuard{}, std::make_shared<net::OverrideResolver>(std::map<std::string, std::vector<Address>>{}, resolver));
-    auto secrets = std::make_shared<const Secrets>(Secrets::from_config(
-        config, [](std::string_view name) -> std::optional<std::string> {
+        net::AddressGuard{},
+        std::make_shared<net::OverrideResolver>(std::map<std::string, std::vector<Address>>{},
+                                                resolver));
+    auto secrets = std::make_shared<const Secrets>(
+        Secrets::from_config(config, [](std::string_view name) -> std::optional<std::string> {
           if (name == "LLM_KEY") return std::string("sk-ant-api03-secretvalue0123456789");
           return std::nullopt;
         }));
@@ -59,8 +61,8 @@ class PipelineTest : public ::testing::Test {
 
   InboundRequest request(std::string method, std::string url, Headers headers = {},
                          std::string body = {}) {
-    return {std::move(method), std::move(url), std::move(headers), std::move(body), "box1",
-            Front::frame};
+    return {std::move(method), std::move(url), std::move(headers),
+            std::move(body),   "box1",         Front::frame};
   }
 
   config::Config config;
@@ -70,7 +72,8 @@ class PipelineTest : public ::testing::Test {
 };
 
 TEST_F(PipelineTest, AllowedRequestIsFetchedFromThePinnedAddressAndAuditedOnce) {
-  fetcher->on("https://allowed.test/a?b=c", {200, {{"content-type", "text/plain"}}, "hello", std::nullopt});
+  fetcher->on("https://allowed.test/a?b=c",
+              {200, {{"content-type", "text/plain"}}, "hello", std::nullopt});
   auto response = make().handle(request("GET", "HTTPS://Allowed.Test./a?b=c", {{"accept", "*/*"}}));
   ASSERT_TRUE(response) << response.error().message;
   EXPECT_EQ(response->status, 200);
@@ -170,7 +173,8 @@ TEST_F(PipelineTest, UnresolvableNameIsAnHttpErrorAfterAnAllow) {
 
 TEST_F(PipelineTest, RedirectsAreFollowedAndEveryHopDecidedAgain) {
   resolver->answer("b.allowed.test", {{ip("93.184.216.60")}});
-  fetcher->on("https://allowed.test/start", {302, {{"location", "https://b.allowed.test/x/y"}}, "", std::nullopt});
+  fetcher->on("https://allowed.test/start",
+              {302, {{"location", "https://b.allowed.test/x/y"}}, "", std::nullopt});
   fetcher->on("https://b.allowed.test/x/y", {301, {{"location", "../z?q=1"}}, "", std::nullopt});
   fetcher->on("https://b.allowed.test/z?q=1", {200, {}, "final", std::nullopt});
   auto response = make().handle(request("GET", "https://allowed.test/start"));
@@ -186,7 +190,8 @@ TEST_F(PipelineTest, RedirectsAreFollowedAndEveryHopDecidedAgain) {
 }
 
 TEST_F(PipelineTest, RedirectToADeniedHostIsRedirectBlocked) {
-  fetcher->on("https://allowed.test/go", {302, {{"location", "https://evil.test/"}}, "", std::nullopt});
+  fetcher->on("https://allowed.test/go",
+              {302, {{"location", "https://evil.test/"}}, "", std::nullopt});
   auto response = make().handle(request("GET", "https://allowed.test/go"));
   ASSERT_FALSE(response);
   EXPECT_EQ(response.error().code, Code::redirect_blocked);
@@ -207,7 +212,8 @@ TEST_F(PipelineTest, RedirectToAPrivateAddressIsRedirectBlocked) {
 }
 
 TEST_F(PipelineTest, RedirectToAMalformedLocationIsRedirectBlocked) {
-  fetcher->on("https://allowed.test/go", {302, {{"location", "http://user@allowed.test/"}}, "", std::nullopt});
+  fetcher->on("https://allowed.test/go",
+              {302, {{"location", "http://user@allowed.test/"}}, "", std::nullopt});
   auto response = make().handle(request("GET", "https://allowed.test/go"));
   ASSERT_FALSE(response);
   EXPECT_EQ(response.error().code, Code::redirect_blocked);
@@ -243,10 +249,11 @@ TEST_F(PipelineTest, SeeOtherTurnsPostIntoGetAndTemporaryRedirectKeepsTheBody) {
 TEST_F(PipelineTest, CrossOriginRedirectDropsTheSandboxCredentials) {
   resolver->answer("other.allowed.test", {{ip("93.184.216.70")}});
   fetcher->on("https://allowed.test/a", {302, {{"location", "/b"}}, "", std::nullopt});
-  fetcher->on("https://allowed.test/b", {302, {{"location", "https://other.allowed.test/c"}}, "", std::nullopt});
+  fetcher->on("https://allowed.test/b",
+              {302, {{"location", "https://other.allowed.test/c"}}, "", std::nullopt});
   fetcher->on("https://other.allowed.test/c", {200, {}, "ok", std::nullopt});
-  ASSERT_TRUE(make().handle(request(
-      "GET", "https://allowed.test/a", {{"Authorization", "Bearer abc"}, {"Cookie", "s=1"}})));
+  ASSERT_TRUE(make().handle(request("GET", "https://allowed.test/a",
+                                    {{"Authorization", "Bearer abc"}, {"Cookie", "s=1"}})));
   auto seen = fetcher->seen();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_NE(find_header(seen[1].headers, "authorization"), nullptr);  // same origin
@@ -257,20 +264,27 @@ TEST_F(PipelineTest, CrossOriginRedirectDropsTheSandboxCredentials) {
 TEST_F(PipelineTest, HopByHopHeadersAndHostAreNotForwarded) {
   fetcher->on("https://allowed.test/", {200, {}, "", std::nullopt});
   ASSERT_TRUE(make().handle(request("GET", "https://allowed.test/",
-                                    {{"Host", "evil.test"}, {"Connection", "close, X-Drop"},
-                                     {"X-Drop", "1"}, {"Keep-Alive", "5"}, {"TE", "trailers"},
-                                     {"Proxy-Authorization", "Basic x"}, {"X-Keep", "yes"},
-                                     {"Content-Length", "99"}, {"Transfer-Encoding", "chunked"}})));
+                                    {{"Host", "evil.test"},
+                                     {"Connection", "close, X-Drop"},
+                                     {"X-Drop", "1"},
+                                     {"Keep-Alive", "5"},
+                                     {"TE", "trailers"},
+                                     {"Proxy-Authorization", "Basic x"},
+                                     {"X-Keep", "yes"},
+                                     {"Content-Length", "99"},
+                                     {"Transfer-Encoding", "chunked"}})));
   EXPECT_EQ(fetcher->seen().at(0).headers, (Headers{{"X-Keep", "yes"}}));
 }
 
 TEST_F(PipelineTest, InjectedSecretReachesTheUpstreamButNeverTheSandbox) {
   // The origin echoes the key back, in a header and in the body.
   fetcher->on("https://api.llm.test/v1/messages",
-              {200, {{"x-echo", "sk-ant-api03-secretvalue0123456789"}},
-               R"({"you_sent":"sk-ant-api03-secretvalue0123456789"})", std::nullopt});
-  auto response = make().handle(request("POST", "https://api.llm.test/v1/messages",
-                                        {{"X-Api-Key", "placeholder"}}, "{}"));
+              {200,
+               {{"x-echo", "sk-ant-api03-secretvalue0123456789"}},
+               R"({"you_sent":"sk-ant-api03-secretvalue0123456789"})",
+               std::nullopt});
+  auto response = make().handle(
+      request("POST", "https://api.llm.test/v1/messages", {{"X-Api-Key", "placeholder"}}, "{}"));
   ASSERT_TRUE(response) << response.error().message;
   auto seen = fetcher->seen();
   ASSERT_EQ(seen.size(), 1u);
@@ -281,7 +295,8 @@ TEST_F(PipelineTest, InjectedSecretReachesTheUpstreamButNeverTheSandbox) {
 }
 
 TEST_F(PipelineTest, InjectedSecretIsRedactedInTheRealAuditLog) {
-  const auto dir = std::filesystem::temp_directory_path() / ("pexi-pipeline-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("pexi-pipeline-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto path = dir / "audit.jsonl";
   std::filesystem::remove(path);
@@ -349,8 +364,8 @@ TEST_F(PipelineTest, EncodedEchoesOfTheSecretAreScrubbedAndAcceptEncodingDropped
   const std::string b64 = frame::base64_encode("x-api-key: " + secret);
   fetcher->on("https://api.llm.test/v1/echo",
               {200, {}, "b64=" + b64 + " pct=sk-ant-api03-secretvalue0123456789%21", std::nullopt});
-  auto response = make().handle(request("POST", "https://api.llm.test/v1/echo",
-                                        {{"Accept-Encoding", "gzip"}}, "{}"));
+  auto response = make().handle(
+      request("POST", "https://api.llm.test/v1/echo", {{"Accept-Encoding", "gzip"}}, "{}"));
   ASSERT_TRUE(response) << response.error().message;
   EXPECT_EQ(response->body.find("secretvalue"), std::string::npos) << response->body;
   const std::string aligned = frame::base64_encode(secret.substr(1, (secret.size() - 1) / 3 * 3));
@@ -360,7 +375,9 @@ TEST_F(PipelineTest, EncodedEchoesOfTheSecretAreScrubbedAndAcceptEncodingDropped
 
 TEST_F(PipelineTest, ErrorMessagesNeverCarryTheSecret) {
   fetcher->on("https://api.llm.test/v1/r",
-              {302, {{"location", "https://evil.test/?k=sk-ant-api03-secretvalue0123456789"}}, "",
+              {302,
+               {{"location", "https://evil.test/?k=sk-ant-api03-secretvalue0123456789"}},
+               "",
                std::nullopt});
   auto response = make().handle(request("POST", "https://api.llm.test/v1/r", {}, "{}"));
   ASSERT_FALSE(response);
@@ -390,7 +407,8 @@ TEST_F(PipelineTest, RejectAuditsOneRecord) {
 }
 
 TEST(ForwardableHeaders, KeepsEndToEndHeadersInOrder) {
-  EXPECT_EQ(forwardable_headers({{"A", "1"}, {"connection", "keep-alive"}, {"B", "2"}, {"upgrade", "h2c"}}),
+  EXPECT_EQ(forwardable_headers(
+                {{"A", "1"}, {"connection", "keep-alive"}, {"B", "2"}, {"upgrade", "h2c"}}),
             (Headers{{"A", "1"}, {"B", "2"}}));
 }
 
