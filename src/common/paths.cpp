@@ -11,9 +11,11 @@ namespace {
 
 std::filesystem::path from_env(const char* name, const char* xdg, const char* fallback) {
   if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return v;
-  if (const char* v = std::getenv(xdg); v != nullptr && *v == '/') return std::filesystem::path(v) / "pexi";
+  if (const char* v = std::getenv(xdg); v != nullptr && *v == '/')
+    return std::filesystem::path(v) / "pexi";
   const char* home = std::getenv("HOME");
-  return std::filesystem::path(home != nullptr && *home != '\0' ? home : "/tmp") / fallback / "pexi";
+  return std::filesystem::path(home != nullptr && *home != '\0' ? home : "/tmp") / fallback /
+         "pexi";
 }
 
 }  // namespace
@@ -26,7 +28,8 @@ Result<void> ensure_private_dir(const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return fail(Code::io_error, "cannot create " + dir.string() + ": " + ec.message());
   if (::chmod(dir.c_str(), 0700) != 0)
-    return fail(Code::io_error, "cannot make " + dir.string() + " private: " + std::strerror(errno));
+    return fail(Code::io_error,
+                "cannot make " + dir.string() + " private: " + std::strerror(errno));
   return {};
 }
 
