@@ -18,6 +18,8 @@ using Action = std::function<int()>;
 void add_policy_commands(CLI::App& app, Action& action);
 void add_pep_commands(CLI::App& app, Action& action);
 void add_audit_commands(CLI::App& app, Action& action);
+void add_ca_commands(CLI::App& app, Action& action);
+void add_proxy_commands(CLI::App& app, Action& action);
 
 // Options shared by every command that loads a configuration.
 struct ConfigOptions {

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
   add_policy_commands(app, action);
   add_pep_commands(app, action);
   add_audit_commands(app, action);
+  add_ca_commands(app, action);
+  add_proxy_commands(app, action);
 
   try {
     app.parse(argc, argv);

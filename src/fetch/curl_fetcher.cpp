@@ -270,7 +270,7 @@ class HandlePool {
 constexpr std::size_t kMaxHeadBytes = 256 * 1024;  // whole response head, all header lines
 constexpr std::size_t kMaxHeaderCount = 500;
 
-enum class Stop { none, sink, cap, bad_head, blocked, idle, cancelled };
+enum class Stop { none, sink, cap, bad_head, blocked, idle, cancelled, body_source };
 
 struct Exchange {
   Exchange(const FetchRequest& req, ResponseSink& out, Clock::duration idle)
@@ -294,6 +294,7 @@ struct Exchange {
   bool refused_socket = false;  // the opensocket callback refused an address
   std::string refused_address;
   bool connected = false;
+  std::optional<Error> body_error;  // what read_body reported
   std::optional<net::Address> peer;
   Clock::time_point last_activity = Clock::now();
   curl_off_t last_upload = 0;
@@ -457,6 +458,19 @@ int prereq_cb(void* user, char* primary_ip, char* /*local_ip*/, int primary_port
   return CURL_PREREQFUNC_OK;
 }
 
+// Streams the request body from FetchRequest::read_body.
+std::size_t read_cb(char* buffer, std::size_t size, std::size_t nitems, void* user) {
+  auto& ex = *static_cast<Exchange*>(user);
+  auto got = ex.request.read_body(buffer, size * nitems);
+  if (!got) {
+    ex.body_error = got.error();
+    ex.stop = Stop::body_source;
+    return CURL_READFUNC_ABORT;
+  }
+  ex.last_activity = Clock::now();
+  return *got;
+}
+
 // The idle timeout: no byte in either direction for idle_limit once connected. libcurl calls
 // this at least about once a second while a transfer waits.
 int progress_cb(void* user, curl_off_t /*dltotal*/, curl_off_t /*dlnow*/, curl_off_t /*ultotal*/,
@@ -602,8 +616,10 @@ class CurlFetcher final : public Fetcher {
 
     const std::string url = request.url.href();
     const bool head = request.method == "HEAD";
-    const bool sends_body = !head && (!request.body.empty() || request.method == "POST" ||
-                                      request.method == "PUT" || request.method == "PATCH");
+    const bool streams_body = !head && static_cast<bool>(request.read_body);
+    const bool sends_body =
+        streams_body || (!head && (!request.body.empty() || request.method == "POST" ||
+                                   request.method == "PUT" || request.method == "PATCH"));
     if (!build_headers(request, sends_body, headers))
       return fail(Code::internal_error, "out of memory", "curl_slist_append failed");
 
@@ -655,7 +671,13 @@ class CurlFetcher final : public Fetcher {
       set(CURLOPT_HTTPGET, 1L);
     } else {
       if (request.method != "POST") set(CURLOPT_CUSTOMREQUEST, request.method.c_str());
-      if (sends_body) {
+      if (streams_body) {
+        set(CURLOPT_POST, 1L);
+        set(CURLOPT_POSTFIELDSIZE_LARGE,
+            request.body_length ? static_cast<curl_off_t>(*request.body_length) : curl_off_t{-1});
+        set(CURLOPT_READFUNCTION, &read_cb);
+        set(CURLOPT_READDATA, static_cast<void*>(&ex));
+      } else if (sends_body) {
         set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
         set(CURLOPT_POSTFIELDS, request.body.data());  // not copied, not strlen'd: binary safe
       }
@@ -713,6 +735,9 @@ class CurlFetcher final : public Fetcher {
             Code::http_error,
             "idle timeout: no data from " + where + " for " + ms_text(config_.idle_timeout_ms),
             detail);
+      case Stop::body_source:
+        return ex.body_error ? *ex.body_error
+                             : fail(Code::http_error, "request body from the sandbox failed");
       case Stop::cancelled:
         return fail(Code::http_error,
                     "request to " + where + " cancelled: the PEP is shutting down", detail);

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,11 @@ struct FetchRequest {
   // When set and it becomes true, the fetch stops within about a second with Code::http_error
   // ("cancelled"): how a shutting-down PEP ends requests in flight and still audits them.
   const std::atomic<bool>* cancel = nullptr;
+  // A request body still arriving from the sandbox (proxy front), used instead of `body`:
+  // called until it returns 0 (the end) or an error, which ends the fetch with that error.
+  // `body_length` is the Content-Length when known; without it the body goes chunked.
+  std::function<Result<std::size_t>(char* buffer, std::size_t max)> read_body;
+  std::optional<std::uint64_t> body_length;
 };
 
 struct ResponseHead {

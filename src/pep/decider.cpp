@@ -70,17 +70,24 @@ Verdict Decider::decide_canonical(net::CanonicalUrl url, const RequestFacts& fac
   verdict.url = std::move(url);
   if (!verdict.decision.allow) return verdict;
 
+  if (lookup == NameLookup::overrides_only && !verdict.url->ip &&
+      !resolver_->has_override(verdict.url->host))
+    return verdict;
+  resolve_addresses(verdict);
+  return verdict;
+}
+
+void Decider::resolve_addresses(Verdict& verdict) const {
   // Connect-time addresses: the literal itself, or one lookup whose blocked answers are dropped.
   const net::CanonicalUrl& target = *verdict.url;
   if (target.ip) {
     verdict.addresses = {*target.ip};
-    return verdict;
+    return;
   }
-  if (lookup == NameLookup::overrides_only && !resolver_->has_override(target.host)) return verdict;
   auto resolved = resolver_->resolve(target.host);
   if (!resolved) {
     verdict.failure = resolved.error();
-    return verdict;
+    return;
   }
   std::optional<std::pair<net::Address, net::AddressClass>> first_blocked;
   for (const auto& address : *resolved) {
@@ -97,6 +104,50 @@ Verdict Decider::decide_canonical(net::CanonicalUrl url, const RequestFacts& fac
                       : target.host + " has no addresses",
         verdict.decision.rule);
   }
+}
+
+Verdict Decider::decide_tunnel(std::string_view authority, const RequestFacts& facts) const {
+  Verdict verdict;
+  auto invalid = [&](std::string why) {
+    verdict.decision = policy::Decision::denied(
+        Code::invalid_url, "invalid CONNECT target '" + std::string(authority) + "': " + why);
+    return verdict;
+  };
+  const auto colon = authority.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == authority.size())
+    return invalid("expected host:port");
+  const std::string_view port_text = authority.substr(colon + 1);
+  unsigned port = 0;
+  for (char c : port_text) {
+    if (c < '0' || c > '9' || port > 65535) return invalid("bad port");
+    port = port * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (port == 0 || port > 65535) return invalid("bad port");
+  auto host = net::canonicalize_host(authority.substr(0, colon));
+  if (!host) return invalid(host.error().message);
+
+  net::CanonicalUrl url;
+  url.scheme = port == 80 ? "http" : "https";
+  url.host = *host;
+  url.port = static_cast<std::uint16_t>(port);
+  url.ip = net::parse_address(url.host);
+  if (url.ip) {
+    if (auto cls = address_guard_.blocked(*url.ip)) {
+      verdict.decision = policy::Decision::denied(Code::ssrf_blocked,
+                                                  blocked_reason(url.authority(), *url.ip, *cls));
+      verdict.url = std::move(url);
+      return verdict;
+    }
+  }
+  policy::DecisionInput input;
+  input.method = "CONNECT";
+  input.url = url;
+  input.headers = facts.headers;
+  input.sandbox = facts.sandbox;
+  input.front = facts.front;
+  input.tunnel = true;
+  verdict.decision = engine_->decide(input);
+  verdict.url = std::move(url);
   return verdict;
 }
 

@@ -56,6 +56,16 @@ class Decider {
   Verdict decide_hop(const net::CanonicalUrl& url, const RequestFacts& facts, std::uint32_t hop,
                      const std::string& origin_url, NameLookup lookup) const;
 
+  // A CONNECT to `authority` ("host:port", as in the request target): canonicalise the host,
+  // refuse blocked IP literals, and ask the engine whether any rule allows this host and port
+  // (methods and paths are decided per inner request). The verdict's url is
+  // https://host:port/ (http:// for port 80). Names are not resolved here.
+  Verdict decide_tunnel(std::string_view authority, const RequestFacts& facts) const;
+
+  // Resolves (once) and filters the connect-time addresses of an allowed URL: for tunnels
+  // that relay raw bytes. Sets `addresses`, or turns the verdict into ssrf_blocked/failure.
+  void resolve_addresses(Verdict& verdict) const;
+
   const policy::Guardrails& guardrails() const noexcept { return guardrails_; }
 
  private:

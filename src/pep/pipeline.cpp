@@ -2,6 +2,7 @@
 
 #include "common/log.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string_view>
 
@@ -180,45 +181,10 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     record.reason = verdict.decision.reason;
     if (verdict.failure) return finish(*verdict.failure);
 
-    fetch::FetchRequest request;
-    request.method = method;
-    request.url = *verdict.url;
-    request.headers = forwarded;
+    auto prepared = prepare_fetch(verdict, method, forwarded, record, exposed);
+    if (!prepared) return finish(prepared.error());
+    fetch::FetchRequest request = std::move(*prepared);
     request.body = body;
-    request.addresses = verdict.addresses;
-    request.max_response_bytes = guardrails.max_response_bytes();
-    request.cancel = &cancelled_;
-    if (!verdict.decision.inject.empty()) {
-      // Credentials only travel encrypted; a cleartext hop to the same host gets none.
-      if (request.url.scheme != "https")
-        return refuse(
-            policy::Decision::denied(Code::denied_by_policy,
-                                     "rule " + verdict.decision.rule +
-                                         " injects credentials, which pexi sends only over "
-                                         "https; refusing " +
-                                         request.url.href(),
-                                     verdict.decision.rule));
-      // An encoded body could carry an echoed secret past the scrubber.
-      erase_header(request.headers, "accept-encoding");
-    }
-    for (const auto& inject : verdict.decision.inject) {
-      const std::string* value = secrets_->value(inject.env);
-      if (value == nullptr)
-        return refuse(policy::Decision::denied(Code::denied_by_policy,
-                                               "rule " + verdict.decision.rule + " injects " +
-                                                   inject.name + " from $" + inject.env +
-                                                   ", which is not set on the host",
-                                               verdict.decision.rule));
-      erase_header(request.headers, inject.name);
-      request.headers.emplace_back(inject.name, *value);
-      for (auto& form : exposed_forms(*value)) exposed.push_back(std::move(form));
-    }
-    record.req_headers = request.headers;  // the audit log redacts injected values
-
-    // Fail closed: while the audit log is failing, nothing more goes upstream.
-    if (!audit_->healthy())
-      return finish(Error{Code::audit_unavailable, "audit log cannot be written"});
-    if (cancelled_.load()) return finish(Error{Code::http_error, "the PEP is shutting down"});
 
     BufferingSink sink;
     performed = true;
@@ -263,6 +229,319 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
     facts.body_bytes = body.size();
     verdict = decider_->decide_hop(*next, facts, hop + 1, origin_url, NameLookup::resolve);
   }
+}
+
+Result<net::CanonicalUrl> Pipeline::open_tunnel(std::string_view authority, const Headers& headers,
+                                                const std::optional<std::string>& sandbox,
+                                                Front front) const {
+  const auto started = Clock::now();
+  RequestFacts facts{"CONNECT", &headers, 0, sandbox, front};
+  Verdict verdict = decider_->decide_tunnel(authority, facts);
+  if (verdict.decision.allow) return *verdict.url;
+  audit::Record record;
+  record.id = audit::new_request_id();
+  record.vm = sandbox;
+  record.front = front;
+  record.method = "CONNECT";
+  record.url = verdict.url ? verdict.url->href() : std::string(authority);
+  record.host = verdict.url ? verdict.url->host : std::string();
+  record.req_headers = headers;
+  record.allow = false;
+  record.code = verdict.decision.code;
+  record.rule = verdict.decision.rule;
+  record.reason = verdict.decision.reason;
+  record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  if (auto ok = audit_->append(record); !ok) return ok.error();
+  return Error{verdict.decision.code, verdict.decision.reason};
+}
+
+Result<fetch::FetchRequest> Pipeline::prepare_fetch(const Verdict& verdict,
+                                                    const std::string& method,
+                                                    const Headers& forwarded, audit::Record& record,
+                                                    std::vector<std::string>& exposed) const {
+  auto refuse = [&](std::string reason) {
+    record.allow = false;
+    record.rule = verdict.decision.rule;
+    return Error{Code::denied_by_policy, std::move(reason)};
+  };
+  fetch::FetchRequest request;
+  request.method = method;
+  request.url = *verdict.url;
+  request.headers = forwarded;
+  request.addresses = verdict.addresses;
+  request.max_response_bytes = decider_->guardrails().max_response_bytes();
+  request.cancel = &cancelled_;
+  if (!verdict.decision.inject.empty()) {
+    // Credentials only travel encrypted; a cleartext hop to the same host gets none.
+    if (request.url.scheme != "https")
+      return refuse("rule " + verdict.decision.rule +
+                    " injects credentials, which pexi sends only over https; refusing " +
+                    request.url.href());
+    // An encoded body could carry an echoed secret past the scrubber.
+    erase_header(request.headers, "accept-encoding");
+  }
+  for (const auto& inject : verdict.decision.inject) {
+    const std::string* value = secrets_->value(inject.env);
+    if (value == nullptr)
+      return refuse("rule " + verdict.decision.rule + " injects " + inject.name + " from $" +
+                    inject.env + ", which is not set on the host");
+    erase_header(request.headers, inject.name);
+    request.headers.emplace_back(inject.name, *value);
+    for (auto& form : exposed_forms(*value)) exposed.push_back(std::move(form));
+  }
+  record.req_headers = request.headers;  // the audit log redacts injected values
+
+  // Fail closed: while the audit log is failing, nothing more goes upstream.
+  if (!audit_->healthy()) return Error{Code::audit_unavailable, "audit log cannot be written"};
+  if (cancelled_.load()) return Error{Code::http_error, "the PEP is shutting down"};
+  return request;
+}
+
+namespace {
+
+// Scrubs secrets from a body that arrives in chunks: holds back the last (longest form - 1)
+// bytes of each chunk, since a secret may straddle two chunks.
+class StreamScrubber {
+ public:
+  explicit StreamScrubber(const std::vector<std::string>& forms) : forms_(forms) {
+    for (const auto& f : forms_) keep_ = std::max(keep_, f.size() - 1);
+  }
+  // The part of `chunk` (with what was held back) that is safe to send now.
+  std::string feed(std::string_view chunk) {
+    pending_.append(chunk);
+    scrub(pending_, forms_);
+    if (pending_.size() <= keep_) return {};
+    std::string ready = pending_.substr(0, pending_.size() - keep_);
+    pending_.erase(0, pending_.size() - keep_);
+    return ready;
+  }
+  std::string finish() {
+    scrub(pending_, forms_);
+    return std::exchange(pending_, {});
+  }
+
+ private:
+  const std::vector<std::string>& forms_;
+  std::size_t keep_ = 0;
+  std::string pending_;
+};
+
+// Relays the upstream answer to the client, writing the durable "start" record first.
+class RelaySink final : public fetch::ResponseSink {
+ public:
+  RelaySink(ResponseStream& out, audit::Sink& audit, audit::Record& record,
+            const std::vector<std::string>& exposed)
+      : out_(out), audit_(audit), record_(record), exposed_(exposed), scrubber_(exposed) {}
+
+  bool on_head(const fetch::ResponseHead& head) override {
+    record_.status = head.status;
+    record_.phase = "start";
+    if (auto ok = audit_.append(record_); !ok) {
+      audit_error_ = ok.error();
+      return false;
+    }
+    head_sent_ = true;
+    Headers headers = head.headers;
+    if (!exposed_.empty()) {
+      for (auto& header : headers) scrub(header.second, exposed_);
+      // Scrubbing may change the body's length: the front frames it itself (chunked).
+      erase_header(headers, "content-length");
+    }
+    if (!out_.head(head.status, headers)) return client_gone();
+    return true;
+  }
+  bool on_body(std::string_view chunk) override {
+    if (exposed_.empty()) {
+      relayed_ += chunk.size();
+      return out_.body(chunk) || client_gone();
+    }
+    const std::string ready = scrubber_.feed(chunk);
+    relayed_ += ready.size();
+    return ready.empty() || out_.body(ready) || client_gone();
+  }
+  bool finish() {
+    if (exposed_.empty()) return true;
+    const std::string rest = scrubber_.finish();
+    relayed_ += rest.size();
+    return rest.empty() || out_.body(rest) || client_gone();
+  }
+
+  bool head_sent() const noexcept { return head_sent_; }
+  bool client_left() const noexcept { return client_left_; }
+  std::uint64_t relayed() const noexcept { return relayed_; }
+  const std::optional<Error>& audit_error() const noexcept { return audit_error_; }
+
+ private:
+  bool client_gone() {
+    client_left_ = true;
+    return false;
+  }
+
+  ResponseStream& out_;
+  audit::Sink& audit_;
+  audit::Record& record_;
+  const std::vector<std::string>& exposed_;
+  StreamScrubber scrubber_;
+  bool head_sent_ = false;
+  bool client_left_ = false;
+  std::uint64_t relayed_ = 0;
+  std::optional<Error> audit_error_;
+};
+
+}  // namespace
+
+Result<UpgradeTicket> Pipeline::begin_upgrade(const StreamRequest& in) const {
+  UpgradeTicket ticket;
+  ticket.started = Clock::now();
+  audit::Record& record = ticket.record;
+  record.id = audit::new_request_id();
+  record.vm = in.sandbox;
+  record.front = in.front;
+  record.method = in.method;
+  record.url = in.url;
+  record.req_headers = in.headers;
+  auto single = [&](Error error) -> Error {
+    record.duration_ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - ticket.started).count();
+    record.code = error.code;
+    record.reason = error.message;
+    if (auto ok = audit_->append(record); !ok) return ok.error();
+    return error;
+  };
+  RequestFacts facts{in.method, &in.headers, 0, in.sandbox, in.front};
+  Verdict verdict = decider_->decide(in.url, facts, NameLookup::resolve);
+  if (verdict.url) {
+    record.url = verdict.url->href();
+    record.host = verdict.url->host;
+  }
+  record.rule = verdict.decision.rule;
+  if (!verdict.decision.allow) return single(Error{verdict.decision.code, verdict.decision.reason});
+  record.allow = true;
+  record.reason = verdict.decision.reason;
+  if (verdict.failure) return single(*verdict.failure);
+  // The upgrade headers are hop-by-hop by nature but the origin needs them: keep them.
+  Headers forwarded = forwardable_headers(in.headers);
+  for (const char* name : {"upgrade", "connection"})
+    if (const std::string* value = find_header(in.headers, name))
+      forwarded.emplace_back(name, *value);
+  std::vector<std::string> exposed;
+  auto prepared = prepare_fetch(verdict, in.method, forwarded, record, exposed);
+  if (!prepared) return single(prepared.error());
+  ticket.request = std::move(*prepared);
+  return ticket;
+}
+
+Result<void> Pipeline::upgrade_started(UpgradeTicket& ticket, int status) const {
+  ticket.record.status = status;
+  ticket.record.phase = "start";
+  return audit_->append(ticket.record);
+}
+
+void Pipeline::upgrade_finished(UpgradeTicket& ticket, std::uint64_t to_origin,
+                                std::uint64_t to_client, const std::optional<Error>& error) const {
+  audit::Record& record = ticket.record;
+  // Never started (no upstream answer): one complete record instead of an "end" alone.
+  record.phase = record.phase ? std::optional<std::string>("end") : std::nullopt;
+  record.req_bytes = to_origin;
+  record.resp_bytes = to_client;
+  record.duration_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - ticket.started).count();
+  if (error) {
+    record.code = error->code;
+    record.reason = error->message;
+  }
+  if (auto ok = audit_->append(record); !ok)
+    log_error("audit log cannot be written (" + ok.error().detail + "); the end of WebSocket " +
+              record.id + " was not recorded");
+}
+
+StreamOutcome Pipeline::stream(const StreamRequest& in, ResponseStream& out) const {
+  const auto started = Clock::now();
+  StreamOutcome outcome;
+  audit::Record record;
+  record.id = audit::new_request_id();
+  outcome.id = record.id;
+  record.vm = in.sandbox;
+  record.front = in.front;
+  record.method = in.method;
+  record.url = in.url;
+  record.req_headers = in.headers;
+  record.req_bytes = in.body_length.value_or(0);
+  std::vector<std::string> exposed;
+
+  // One complete record for an answer that never started; then the error for the front.
+  auto single = [&](Error error) {
+    record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    record.code = error.code;
+    record.reason = error.message;
+    if (auto ok = audit_->append(record); !ok) error = ok.error();
+    if (!exposed.empty()) scrub(error.message, exposed);
+    outcome.error = std::move(error);
+    return outcome;
+  };
+
+  RequestFacts facts{in.method, &in.headers, in.body_length.value_or(0), in.sandbox, in.front};
+  Verdict verdict = decider_->decide(in.url, facts, NameLookup::resolve);
+  if (verdict.url) {
+    record.url = verdict.url->href();
+    record.host = verdict.url->host;
+  }
+  record.rule = verdict.decision.rule;
+  if (!verdict.decision.allow) return single(Error{verdict.decision.code, verdict.decision.reason});
+  record.allow = true;
+  record.reason = verdict.decision.reason;
+  if (verdict.failure) return single(*verdict.failure);
+
+  auto prepared =
+      prepare_fetch(verdict, in.method, forwardable_headers(in.headers), record, exposed);
+  if (!prepared) return single(prepared.error());
+  fetch::FetchRequest request = std::move(*prepared);
+
+  // The body streams upstream, counted against the cap as it goes.
+  std::uint64_t sent = 0;
+  const std::uint64_t cap = decider_->guardrails().max_request_bytes();
+  if (in.read_body) {
+    request.body_length = in.body_length;
+    request.read_body = [&](char* buffer, std::size_t max) -> Result<std::size_t> {
+      PEXI_TRY_ASSIGN(std::size_t n, in.read_body(buffer, max));
+      sent += n;
+      if (sent > cap)
+        return fail(Code::constraint_violation,
+                    "request body exceeds max_request_bytes (" + std::to_string(cap) + ")");
+      return n;
+    };
+  }
+
+  RelaySink sink(out, *audit_, record, exposed);
+  auto fetched = fetcher_->fetch(request, sink);
+  record.req_bytes = in.read_body ? sent : 0;
+  if (sink.audit_error()) {  // the start record could not be written: nothing was relayed
+    log_error("audit log cannot be written (" + sink.audit_error()->detail + "); request " +
+              record.id + " (" + record.method + " " + record.host +
+              ") was performed upstream, its answer withheld");
+    outcome.error = *sink.audit_error();
+    return outcome;
+  }
+  if (!sink.head_sent())
+    return single(fetched ? Error{Code::http_error, "no answer"} : fetched.error());
+
+  outcome.head_sent = true;
+  if (fetched && !sink.client_left()) sink.finish();
+  record.phase = "end";
+  record.resp_bytes = sink.relayed();
+  record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+  if (!fetched) {
+    record.code = fetched.error().code;
+    record.reason = fetched.error().message;
+    outcome.error = fetched.error();
+  } else if (sink.client_left()) {
+    record.code = Code::http_error;
+    record.reason = "the client closed the connection before the answer was complete";
+    outcome.error = Error{Code::http_error, record.reason};
+  }
+  if (auto ok = audit_->append(record); !ok && !outcome.error) outcome.error = ok.error();
+  if (outcome.error && !exposed.empty()) scrub(outcome.error->message, exposed);
+  return outcome;
 }
 
 }  // namespace pexi::pep

@@ -128,7 +128,7 @@ Result<void> BuiltinEngine::add_rule(CompiledRule rule, const std::vector<std::s
 std::uint32_t BuiltinEngine::first_match(const std::vector<std::uint32_t>& candidates,
                                          std::uint32_t best, std::string_view method,
                                          std::uint16_t port, std::uint16_t default_port,
-                                         std::string_view path) const noexcept {
+                                         std::string_view path, bool tunnel) const noexcept {
   for (std::uint32_t index : candidates) {
     if (index >= best) break;  // ascending: nothing further can win
     const CompiledRule& rule = rules_[index];
@@ -137,6 +137,7 @@ std::uint32_t BuiltinEngine::first_match(const std::vector<std::uint32_t>& candi
             : std::find(rule.ports.begin(), rule.ports.end(), port) == rule.ports.end()) {
       continue;
     }
+    if (tunnel) return index;  // method and path are decided per request inside the tunnel
     if (!rule.methods.empty() &&
         std::find(rule.methods.begin(), rule.methods.end(), method) == rule.methods.end()) {
       continue;
@@ -158,14 +159,16 @@ Decision BuiltinEngine::decide(const DecisionInput& input) {
   std::uint32_t best = kNoMatch;
 
   if (auto it = exact_.find(host); it != exact_.end()) {
-    best = first_match(it->second, best, input.method, url.port, default_port, url.path);
+    best =
+        first_match(it->second, best, input.method, url.port, default_port, url.path, input.tunnel);
   }
   // "*.suffix" patterns: every proper suffix at a label boundary, never the host itself (the
   // apex is not included). IP literals have no labels to walk.
   if (!url.ip && !suffix_.empty()) {
     for (auto dot = host.find('.'); dot != std::string_view::npos; dot = host.find('.', dot + 1)) {
       if (auto it = suffix_.find(host.substr(dot + 1)); it != suffix_.end()) {
-        best = first_match(it->second, best, input.method, url.port, default_port, url.path);
+        best = first_match(it->second, best, input.method, url.port, default_port, url.path,
+                           input.tunnel);
       }
     }
   }
@@ -175,6 +178,9 @@ Decision BuiltinEngine::decide(const DecisionInput& input) {
     return Decision::allowed(rule.name, "allowed by rule " + rule.name, rule.inject);
   }
   // The query may carry secrets and the reason reaches the guest and the audit log: leave it out.
+  if (input.tunnel)
+    return Decision::denied(Code::denied_by_policy, "no rule allows connections to " + url.host +
+                                                        ":" + std::to_string(url.port));
   return Decision::denied(
       Code::denied_by_policy,
       "no rule allows " + input.method + " " + url.scheme + "://" + url.authority() + url.path);

@@ -69,7 +69,7 @@ class BuiltinEngine final : public Engine {
   // The lowest rule index in `candidates` (ascending) below `best` that matches; else `best`.
   std::uint32_t first_match(const std::vector<std::uint32_t>& candidates, std::uint32_t best,
                             std::string_view method, std::uint16_t port, std::uint16_t default_port,
-                            std::string_view path) const noexcept;
+                            std::string_view path, bool tunnel) const noexcept;
 
   std::vector<CompiledRule> rules_;  // in priority order
   HostIndex exact_;                  // host -> rule indices, ascending

@@ -23,6 +23,9 @@ struct DecisionInput {
   Front front = Front::frame;
   std::uint32_t hop = 0;                  // 0 for the request itself, N for the Nth redirect
   std::optional<std::string> origin_url;  // canonical URL of hop 0 when hop > 0
+  // A CONNECT: only the authority is known yet. A rule allows the tunnel when its host and port
+  // match; methods and paths are decided for each request inside the tunnel.
+  bool tunnel = false;
 };
 
 struct Decision {

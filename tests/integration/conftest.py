@@ -161,6 +161,80 @@ def recv_frame(sock):
     return None if payload is None else json.loads(payload)
 
 
+class Proxy:
+    """A running `pexi proxy` on a random loopback port, with its own PEXI_HOME (and CA)."""
+
+    def __init__(self, workdir, config_text, args=(), env=None):
+        self.workdir = Path(workdir)
+        self.config = self.workdir / "pexi.toml"
+        self.config.write_text(config_text)
+        self.audit = self.workdir / "audit.jsonl"
+        self.home = self.workdir / "home"
+        full_env = dict(os.environ)
+        full_env.pop("PEP_ALLOWED_DOMAINS", None)
+        full_env.update({"PEXI_HOME": str(self.home)})
+        full_env.update(env or {})
+        self.env = full_env
+        self.stderr_path = self.workdir / "proxy.stderr"
+        self.stderr = open(self.stderr_path, "w+")
+        self.proc = subprocess.Popen(
+            [pexi_binary(), "proxy", "--config", str(self.config), "--listen", "127.0.0.1:0", *args],
+            cwd=self.workdir, env=full_env, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        self.port = self._wait_for_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca = str(self.home / "ca" / "ca.pem")
+
+    def _wait_for_port(self):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = self.stderr_path.read_text()
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pexi proxy exited {self.proc.returncode}: {text}")
+            time.sleep(0.02)
+        raise AssertionError("pexi proxy did not start: " + self.stderr_path.read_text())
+
+    def records(self, at_least=0, timeout=10):
+        """The audit records; waits (bounded) until there are `at_least` of them, because the
+        proxy may record a failure just after the client saw it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.audit.read_text().splitlines() if self.audit.exists() else []
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    started = []
+
+    def start(config_text, args=(), env=None):
+        workdir = tmp_path / f"proxy{len(started)}"
+        workdir.mkdir()
+        proxy = Proxy(workdir, config_text, args, env)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        code = proxy.stop()
+        assert code == 0, f"pexi proxy exited {code} on SIGTERM: {proxy.stderr_path.read_text()}"
+
+
 @pytest.fixture
 def start_pep(tmp_path):
     started = []

@@ -4,6 +4,9 @@ Each route is a behaviour a PEP must cope with: echo, fixed status, big bodies, 
 origins that die mid-answer or never answer, redirects, server-sent events.
 """
 import base64
+import hashlib
+import os
+import struct
 import json
 import socket
 import ssl
@@ -21,6 +24,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _body(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            self.server.chunked_requests += 1
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -86,6 +100,8 @@ class Handler(BaseHTTPRequestHandler):
             self.server.stopped.wait(60)
             self.close_connection = True
             return
+        if name == "ws":
+            return self._websocket_echo()
         if name == "loop":
             return self._send(302, b"", [("location", "/loop")])
         if name == "redirect":
@@ -106,7 +122,53 @@ class Handler(BaseHTTPRequestHandler):
             return
         return self._send(404, b"no such route")
 
+    def _websocket_echo(self):
+        """RFC 6455 echo: the handshake, then every data frame back unmasked, until a close."""
+        key = self.headers.get("sec-websocket-key")
+        if (self.headers.get("upgrade") or "").lower() != "websocket" or not key:
+            return self._send(400, b"not a websocket request")
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            self.wfile.write(ws_frame(opcode, data, masked=False))
+            self.wfile.flush()
+            if opcode == 8:
+                return
+
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _route
+
+
+def ws_frame(opcode, data, masked):
+    """One final WebSocket frame; clients must mask, servers must not."""
+    head = bytes([0x80 | opcode])
+    mask_bit = 0x80 if masked else 0
+    if len(data) < 126:
+        head += bytes([mask_bit | len(data)])
+    elif len(data) < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack(">H", len(data))
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack(">Q", len(data))
+    if not masked:
+        return head + data
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
 class Origin(ThreadingHTTPServer):
@@ -116,6 +178,7 @@ class Origin(ThreadingHTTPServer):
     def __init__(self, host="127.0.0.1", tls_context=None):
         super().__init__((host, 0), Handler)
         self.hits = 0
+        self.chunked_requests = 0
         self.stopped = threading.Event()
         if tls_context is not None:
             # Handshake in the handler thread, so one slow client cannot stall accept().
