@@ -100,6 +100,9 @@ class Handler(BaseHTTPRequestHandler):
             self.server.stopped.wait(60)
             self.close_connection = True
             return
+        if name in PAGE:
+            content_type, content = PAGE[name]
+            return self._send(200, content, [("content-type", content_type)])
         if name == "ws":
             return self._websocket_echo()
         if name == "loop":
@@ -153,6 +156,22 @@ class Handler(BaseHTTPRequestHandler):
                 return
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _route
+
+
+# A page with sub-resources for browser tests: a stylesheet, an image, and a script that
+# fetches JSON and writes what it saw into the page.
+PAGE = {
+    "page.html": ("text/html", b"""<!doctype html><html><head><title>pexi test page</title>
+<link rel="stylesheet" href="/style.css"></head><body><h1>Hello through pexi</h1>
+<img src="/pixel.png" alt="pixel"><p id="out">script did not run</p>
+<script src="/app.js"></script></body></html>"""),
+    "style.css": ("text/css", b"h1 { color: rgb(1, 2, 3); }"),
+    "pixel.png": ("image/png", base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")),
+    "app.js": ("application/javascript", b"""fetch('/echo?from=script').then(r => r.json()).then(j => {
+  document.getElementById('out').textContent = 'script saw ' + j.path;
+});"""),
+}
 
 
 def ws_frame(opcode, data, masked):
