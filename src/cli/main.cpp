@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   add_audit_commands(app, action);
   add_ca_commands(app, action);
   add_proxy_commands(app, action);
+  add_image_commands(app, action);
 
   try {
     app.parse(argc, argv);
