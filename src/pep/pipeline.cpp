@@ -3,6 +3,7 @@
 #include "common/log.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <string_view>
 
@@ -335,6 +336,17 @@ class RelaySink final : public fetch::ResponseSink {
 
   bool on_head(const fetch::ResponseHead& head) override {
     record_.status = head.status;
+    // A small answer of known length is held and sent whole after one complete record: half
+    // the audit work, and a failure mid-body can still become an error status.
+    if (const std::string* length = find_header(head.headers, "content-length")) {
+      std::uint64_t n = 0;
+      const auto [end, err] = std::from_chars(length->data(), length->data() + length->size(), n);
+      if (err == std::errc() && end == length->data() + length->size() && n <= kHoldLimit) {
+        held_head_ = head;
+        held_body_.reserve(static_cast<std::size_t>(n));
+        return true;
+      }
+    }
     record_.phase = "start";
     if (auto ok = audit_.append(record_); !ok) {
       audit_error_ = ok.error();
@@ -351,6 +363,10 @@ class RelaySink final : public fetch::ResponseSink {
     return true;
   }
   bool on_body(std::string_view chunk) override {
+    if (held_head_) {
+      held_body_.append(chunk);
+      return held_body_.size() <= kHoldLimit;  // an origin lying about its length stops here
+    }
     if (exposed_.empty()) {
       relayed_ += chunk.size();
       return out_.body(chunk) || client_gone();
@@ -366,6 +382,22 @@ class RelaySink final : public fetch::ResponseSink {
     return rest.empty() || out_.body(rest) || client_gone();
   }
 
+  // The held answer, after its record is written: scrubbed, then sent whole.
+  bool release_held() {
+    head_sent_ = true;
+    Headers headers = held_head_->headers;
+    if (!exposed_.empty()) {
+      for (auto& header : headers) scrub(header.second, exposed_);
+      scrub(held_body_, exposed_);
+      erase_header(headers, "content-length");
+    }
+    relayed_ = held_body_.size();
+    if (!out_.head(held_head_->status, headers)) return client_gone();
+    return held_body_.empty() || out_.body(held_body_) || client_gone();
+  }
+
+  bool holding() const noexcept { return held_head_.has_value(); }
+  std::uint64_t held_bytes() const noexcept { return held_body_.size(); }
   bool head_sent() const noexcept { return head_sent_; }
   bool client_left() const noexcept { return client_left_; }
   std::uint64_t relayed() const noexcept { return relayed_; }
@@ -386,6 +418,9 @@ class RelaySink final : public fetch::ResponseSink {
   bool client_left_ = false;
   std::uint64_t relayed_ = 0;
   std::optional<Error> audit_error_;
+  static constexpr std::uint64_t kHoldLimit = 64 * 1024;
+  std::optional<fetch::ResponseHead> held_head_;
+  std::string held_body_;
 };
 
 }  // namespace
@@ -520,6 +555,22 @@ StreamOutcome Pipeline::stream(const StreamRequest& in, ResponseStream& out) con
               record.id + " (" + record.method + " " + record.host +
               ") was performed upstream, its answer withheld");
     outcome.error = *sink.audit_error();
+    return outcome;
+  }
+  if (sink.holding()) {  // a small answer: one record, then the answer, or the error alone
+    if (!fetched) return single(fetched.error());
+    if (fetched->aborted_by_sink)
+      return single(Error{Code::http_error, "the origin sent more than its Content-Length"});
+    record.resp_bytes = sink.held_bytes();
+    record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    if (auto ok = audit_->append(record); !ok) {
+      outcome.error = ok.error();
+      return outcome;
+    }
+    if (!sink.release_held()) {
+      outcome.head_sent = true;
+      outcome.error = Error{Code::http_error, "the client went away"};
+    }
     return outcome;
   }
   if (!sink.head_sent())

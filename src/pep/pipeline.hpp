@@ -89,9 +89,10 @@ class Pipeline {
 
   // Decides, performs and audits one request whose answer is relayed as it arrives (proxy
   // front). Redirects are not followed: they reach the client, whose next request is decided
-  // on its own. Audit shape: a denial or a failure before the answer starts is one record; an
-  // answer that starts gets a "start" record (durable before its first byte is relayed) and an
-  // "end" record with the byte counts, sharing the id.
+  // on its own. Audit shape: a denial or a failure before the answer starts is one record; so
+  // is a small answer of known length (at most 64 KiB), which is held, recorded, then sent
+  // whole. Any other answer gets a "start" record (durable before its first byte is relayed)
+  // and an "end" record with the byte counts, sharing the id.
   StreamOutcome stream(const StreamRequest& request, ResponseStream& out) const;
 
   // WebSockets: decides an upgrade request like any other (a denial is audited and returned);

@@ -1,6 +1,7 @@
 #include "pep/runtime.hpp"
 
 #include "policy/builtin_engine.hpp"
+#include "policy/opa_engine.hpp"
 
 namespace pexi::pep {
 
@@ -16,13 +17,27 @@ Result<ResolveOverrides> parse_resolve_overrides(const std::vector<std::string>&
 
 namespace {
 
-Result<std::shared_ptr<policy::Engine>> make_engine(const config::PolicyConfig& policy) {
+// The configured policy engine. OPA's input document carries header values redacted exactly
+// as the audit log redacts them, injected secret values included (Secrets are read here as in
+// make_runtime).
+Result<std::shared_ptr<policy::Engine>> make_engine(const config::Config& config) {
+  const config::PolicyConfig& policy = config.policy;
   if (policy.engine == "builtin") {
     PEXI_TRY_ASSIGN(auto engine, policy::BuiltinEngine::create(policy));
     return std::shared_ptr<policy::Engine>(std::move(engine));
   }
-  return fail(Code::config_error,
-              "policy engine '" + policy.engine + "' is not available in this build");
+  if (policy.engine == "opa") {
+    policy::OpaEngine::Options options;
+    options.opa = policy.opa;
+    if (!policy.opa.policy_dir.empty()) {
+      PEXI_TRY_ASSIGN(options.managed.binary, policy::opa::find_opa_binary(std::nullopt));
+    }
+    auto redactor = std::make_shared<const audit::Redactor>(
+        config.audit, Secrets::from_config(config, config::process_env).values());
+    PEXI_TRY_ASSIGN(auto engine, policy::OpaEngine::create(std::move(options), std::move(redactor)));
+    return std::shared_ptr<policy::Engine>(std::move(engine));
+  }
+  return fail(Code::config_error, "policy engine '" + policy.engine + "' is not available");
 }
 
 Result<net::AddressGuard> make_address_guard(const config::GuardrailsConfig& guardrails) {
@@ -39,7 +54,7 @@ Result<net::AddressGuard> make_address_guard(const config::GuardrailsConfig& gua
 Result<std::shared_ptr<const Decider>> make_decider(const config::Config& config,
                                                     const ResolveOverrides& overrides,
                                                     bool system_dns) {
-  PEXI_TRY_ASSIGN(auto engine, make_engine(config.policy));
+  PEXI_TRY_ASSIGN(auto engine, make_engine(config));
   PEXI_TRY_ASSIGN(auto guard, make_address_guard(config.guardrails));
   std::shared_ptr<net::Resolver> fallback;
   if (system_dns) fallback = std::make_shared<net::SystemResolver>();

@@ -487,6 +487,38 @@ TEST_F(PipelineTest, StreamedAnswerGetsStartAndEndRecordsSharingTheId) {
   EXPECT_EQ(records[0].front, Front::proxy);
 }
 
+TEST_F(PipelineTest, SmallAnswerOfKnownLengthIsHeldAndRecordedOnce) {
+  fetcher->on("https://allowed.test/small",
+              {200, {{"content-length", "5"}}, "small", std::nullopt});
+  CollectingStream out;
+  StreamRequest request{
+      "GET", "https://allowed.test/small", {}, std::nullopt, nullptr, std::nullopt, Front::proxy};
+  const StreamOutcome outcome = make().stream(request, out);
+  EXPECT_FALSE(outcome.error);
+  EXPECT_EQ(out.joined(), "small");
+  auto records = audit_sink->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_FALSE(records[0].phase);
+  EXPECT_EQ(records[0].resp_bytes, 5u);
+  EXPECT_EQ(records[0].status, 200);
+}
+
+TEST_F(PipelineTest, HeldAnswerIsNotSentWhenItsRecordCannotBeWritten) {
+  fetcher->on("https://allowed.test/small",
+              {200, {{"content-length", "5"}}, "small", std::nullopt});
+  CollectingStream out;
+  StreamRequest request{
+      "GET", "https://allowed.test/small", {}, std::nullopt, nullptr, std::nullopt, Front::proxy};
+  auto pipeline = make();
+  audit_sink->failing = true;
+  const StreamOutcome outcome = pipeline.stream(request, out);
+  ASSERT_TRUE(outcome.error);
+  EXPECT_EQ(outcome.error->code, Code::audit_unavailable);
+  EXPECT_FALSE(outcome.head_sent);
+  EXPECT_EQ(out.status, 0);
+  EXPECT_TRUE(out.chunks.empty());
+}
+
 TEST_F(PipelineTest, StreamedDenialIsOneRecordAndNoHead) {
   CollectingStream out;
   StreamRequest request{"GET",   "https://evil.test/", {},          std::nullopt,
