@@ -13,13 +13,27 @@ pexi="$PEXI_ROOT/BUILD/pexi"
 
 B=${BENCH_DIR:-/tmp/pexi-bench}
 export BENCH_DIR=$B
+# The same policy the peers get: origin.test on the origin's two ports, nothing else. (FSYNC=0
+# measures the audit log written without fdatasync, the other durability setting.)
+mkdir -p "$B/pexi"
+cat > "$B/pexi/pexi-bench.toml" <<TOML
+[[policy.rule]]
+name = "bench"
+hosts = ["origin.test"]
+ports = [18080, 18443]
+[guardrails]
+allow_private = ["127.0.0.1/32"]
+[fetch]
+extra_ca = ["$B/tls/ca.crt"]
+[audit]
+fsync = $([ "${FSYNC:-1}" = 0 ] && echo false || echo true)
+TOML
 export PEXI_PROXY_CMD="env PEXI_HOME=$B/pexi/home PEP_AUDIT_LOG=$B/pexi/audit.jsonl \
-PEP_ALLOWED_DOMAINS=origin.test $pexi proxy --config $B/pexi/pexi.toml --listen 127.0.0.1:18090 \
+$pexi proxy --config $B/pexi/pexi-bench.toml --listen 127.0.0.1:18090 \
 --resolve origin.test=127.0.0.1 --resolve denied.test=127.0.0.1"
 export PEXI_PROXY_PORT=18090
 export PEXI_PROXY_CA="$B/pexi/home/ca/ca.pem"
 export PEXI_PROXY_LOG="$B/pexi/audit.jsonl"
 # The CA must exist before peers.sh reads it: create it under the same PEXI_HOME.
-mkdir -p "$B/pexi"
 PEXI_HOME="$B/pexi/home" "$pexi" ca path >/dev/null
 exec bash "$peers" "$@"
