@@ -101,12 +101,36 @@ Pipeline::Pipeline(std::shared_ptr<const Decider> decider, std::shared_ptr<fetch
       audit_(std::move(audit)),
       secrets_(std::move(secrets)) {}
 
-Error Pipeline::reject(Front front, const std::optional<std::string>& sandbox, Error error) const {
+namespace {
+
+// The record every request starts with, before any decision.
+audit::Record open_record(const std::string& method, const std::string& url, const Headers& headers,
+                          const std::optional<std::string>& sandbox, Front front) {
   audit::Record record;
   record.id = audit::new_request_id();
-  record.front = front;
   record.vm = sandbox;
-  record.allow = false;
+  record.front = front;
+  record.method = method;
+  record.url = url;
+  record.req_headers = headers;
+  return record;
+}
+
+// Copies hop 0's decision into its record: the canonical URL, the rule and the outcome.
+void note_decision(audit::Record& record, const Verdict& verdict) {
+  if (verdict.url) {
+    record.url = verdict.url->href();
+    record.host = verdict.url->host;
+  }
+  record.rule = verdict.decision.rule;
+  record.allow = verdict.decision.allow;
+  if (verdict.decision.allow) record.reason = verdict.decision.reason;
+}
+
+}  // namespace
+
+Error Pipeline::reject(Front front, const std::optional<std::string>& sandbox, Error error) const {
+  audit::Record record = open_record("", "", {}, sandbox, front);
   record.code = error.code;
   record.reason = error.message;
   if (auto ok = audit_->append(record); !ok) return ok.error();
@@ -115,14 +139,8 @@ Error Pipeline::reject(Front front, const std::optional<std::string>& sandbox, E
 
 Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
   const auto started = Clock::now();
-  audit::Record record;
-  record.id = audit::new_request_id();
-  record.vm = in.sandbox;
-  record.front = in.front;
-  record.method = in.method;
-  record.url = in.url;
+  audit::Record record = open_record(in.method, in.url, in.headers, in.sandbox, in.front);
   record.req_bytes = in.body.size();
-  record.req_headers = in.headers;
   std::vector<std::string> exposed;  // forms of the secrets injected so far, to scrub
   bool performed = false;            // an upstream exchange happened
 
@@ -156,10 +174,7 @@ Result<BufferedResponse> Pipeline::handle(const InboundRequest& in) const {
 
   RequestFacts facts{in.method, &in.headers, in.body.size(), in.sandbox, in.front};
   Verdict verdict = decider_->decide(in.url, facts, NameLookup::resolve);
-  if (verdict.url) {
-    record.url = verdict.url->href();
-    record.host = verdict.url->host;
-  }
+  note_decision(record, verdict);
   const std::string origin_url = record.url;
   const auto& guardrails = decider_->guardrails();
 
@@ -428,13 +443,8 @@ class RelaySink final : public fetch::ResponseSink {
 Result<UpgradeTicket> Pipeline::begin_upgrade(const StreamRequest& in) const {
   UpgradeTicket ticket;
   ticket.started = Clock::now();
+  ticket.record = open_record(in.method, in.url, in.headers, in.sandbox, in.front);
   audit::Record& record = ticket.record;
-  record.id = audit::new_request_id();
-  record.vm = in.sandbox;
-  record.front = in.front;
-  record.method = in.method;
-  record.url = in.url;
-  record.req_headers = in.headers;
   auto single = [&](Error error) -> Error {
     record.duration_ms =
         std::chrono::duration<double, std::milli>(Clock::now() - ticket.started).count();
@@ -445,14 +455,8 @@ Result<UpgradeTicket> Pipeline::begin_upgrade(const StreamRequest& in) const {
   };
   RequestFacts facts{in.method, &in.headers, 0, in.sandbox, in.front};
   Verdict verdict = decider_->decide(in.url, facts, NameLookup::resolve);
-  if (verdict.url) {
-    record.url = verdict.url->href();
-    record.host = verdict.url->host;
-  }
-  record.rule = verdict.decision.rule;
+  note_decision(record, verdict);
   if (!verdict.decision.allow) return single(Error{verdict.decision.code, verdict.decision.reason});
-  record.allow = true;
-  record.reason = verdict.decision.reason;
   if (verdict.failure) return single(*verdict.failure);
   // The upgrade headers are hop-by-hop by nature but the origin needs them: keep them.
   Headers forwarded = forwardable_headers(in.headers);
@@ -493,14 +497,8 @@ void Pipeline::upgrade_finished(UpgradeTicket& ticket, std::uint64_t to_origin,
 StreamOutcome Pipeline::stream(const StreamRequest& in, ResponseStream& out) const {
   const auto started = Clock::now();
   StreamOutcome outcome;
-  audit::Record record;
-  record.id = audit::new_request_id();
+  audit::Record record = open_record(in.method, in.url, in.headers, in.sandbox, in.front);
   outcome.id = record.id;
-  record.vm = in.sandbox;
-  record.front = in.front;
-  record.method = in.method;
-  record.url = in.url;
-  record.req_headers = in.headers;
   record.req_bytes = in.body_length.value_or(0);
   std::vector<std::string> exposed;
 
@@ -517,14 +515,8 @@ StreamOutcome Pipeline::stream(const StreamRequest& in, ResponseStream& out) con
 
   RequestFacts facts{in.method, &in.headers, in.body_length.value_or(0), in.sandbox, in.front};
   Verdict verdict = decider_->decide(in.url, facts, NameLookup::resolve);
-  if (verdict.url) {
-    record.url = verdict.url->href();
-    record.host = verdict.url->host;
-  }
-  record.rule = verdict.decision.rule;
+  note_decision(record, verdict);
   if (!verdict.decision.allow) return single(Error{verdict.decision.code, verdict.decision.reason});
-  record.allow = true;
-  record.reason = verdict.decision.reason;
   if (verdict.failure) return single(*verdict.failure);
 
   auto prepared =
