@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -18,7 +19,7 @@
 
 namespace pexi::proxy {
 
-struct ProxyServer::Impl : std::enable_shared_from_this<Impl> {
+struct ProxyServer::Impl {
   std::shared_ptr<const pep::Pipeline> pipeline;
   CertificateSource certificates;
   Options options;
@@ -26,28 +27,47 @@ struct ProxyServer::Impl : std::enable_shared_from_this<Impl> {
   mutable std::mutex mutex;
   std::condition_variable all_closed;
   std::set<int> connections;  // live connection descriptors
+  // Connection threads are joined, never detached: none may outlive stop() (a thread still
+  // unwinding while the process exits would race with everything it references).
+  std::map<std::thread::id, std::thread> threads;
+  std::vector<std::thread> finished;  // ended threads, joined by the next serve() or stop()
   std::vector<int> listeners;
   std::vector<std::thread> acceptors;
   bool stopping = false;
 
   void serve(int fd) {
+    std::vector<std::thread> done;
     {
       std::lock_guard lock(mutex);
+      done.swap(finished);
       if (stopping || connections.size() >= options.max_connections) {
         ::close(fd);
-        return;
+      } else {
+        connections.insert(fd);
+        std::thread worker([this, fd] { run(fd); });
+        const auto id = worker.get_id();
+        threads.emplace(id, std::move(worker));
       }
-      connections.insert(fd);
     }
-    std::thread([self = shared_from_this(), fd] {
-      {
-        ClientConnection connection(fd);
-        serve_connection(connection, *self->pipeline, self->certificates, self->options.session);
-        std::lock_guard lock(self->mutex);
-        self->connections.erase(fd);  // before the descriptor is closed and its number reused
-      }
-      self->all_closed.notify_all();
-    }).detach();
+    for (auto& t : done) t.join();
+  }
+
+  void run(int fd) {
+    {
+      ClientConnection connection(fd);
+      serve_connection(connection, *pipeline, certificates, options.session);
+      std::lock_guard lock(mutex);
+      connections.erase(fd);  // before the descriptor is closed and its number reused
+    }
+    std::lock_guard lock(mutex);
+    // Hand our own std::thread to the reaper: a thread cannot join itself. (The worker may
+    // get here before serve() has filed it; serve() holds the lock while filing, so by the time
+    // we hold it, it is filed.)
+    if (auto it = threads.find(std::this_thread::get_id()); it != threads.end()) {
+      finished.push_back(std::move(it->second));
+      threads.erase(it);
+    }
+    all_closed.notify_all();
   }
 
   void accept_loop(int listener) {
@@ -70,7 +90,7 @@ struct ProxyServer::Impl : std::enable_shared_from_this<Impl> {
 
 ProxyServer::ProxyServer(std::shared_ptr<const pep::Pipeline> pipeline,
                          CertificateSource certificates, Options options)
-    : impl_(std::make_shared<Impl>()) {
+    : impl_(std::make_unique<Impl>()) {
   impl_->pipeline = std::move(pipeline);
   impl_->certificates = std::move(certificates);
   impl_->options = std::move(options);
@@ -118,7 +138,7 @@ Result<pep::ListenSpec> ProxyServer::listen(const pep::ListenSpec& spec) {
                                          : reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port);
   std::lock_guard lock(impl_->mutex);
   impl_->listeners.push_back(fd);
-  impl_->acceptors.emplace_back([impl = impl_, fd] { impl->accept_loop(fd); });
+  impl_->acceptors.emplace_back([impl = impl_.get(), fd] { impl->accept_loop(fd); });
   return bound;
 }
 
@@ -128,7 +148,9 @@ void ProxyServer::stop() {
   std::vector<std::thread> acceptors;
   {
     std::lock_guard lock(impl_->mutex);
-    if (impl_->stopping && impl_->acceptors.empty() && impl_->connections.empty()) return;
+    if (impl_->stopping && impl_->acceptors.empty() && impl_->threads.empty() &&
+        impl_->finished.empty())
+      return;
     impl_->stopping = true;
     for (int fd : impl_->listeners) ::shutdown(fd, SHUT_RDWR);  // wakes accept()
     // Ending the connections makes their blocked reads and writes fail: requests in flight
@@ -137,11 +159,16 @@ void ProxyServer::stop() {
     acceptors.swap(impl_->acceptors);
   }
   for (auto& t : acceptors) t.join();
-  std::unique_lock lock(impl_->mutex);
-  for (int fd : impl_->listeners) ::close(fd);
-  impl_->listeners.clear();
-  impl_->all_closed.wait_for(lock, std::chrono::seconds(30),
-                             [&] { return impl_->connections.empty(); });
+  std::vector<std::thread> remaining;
+  {
+    std::unique_lock lock(impl_->mutex);
+    for (int fd : impl_->listeners) ::close(fd);
+    impl_->listeners.clear();
+    // Each thread ends once its fetch does (bounded by the fetch timeouts and cancel_all).
+    impl_->all_closed.wait(lock, [&] { return impl_->threads.empty(); });
+    remaining.swap(impl_->finished);
+  }
+  for (auto& t : remaining) t.join();
 }
 
 std::size_t ProxyServer::connection_count() const {

@@ -37,7 +37,7 @@ class ProxyServer {
 
  private:
   struct Impl;
-  std::shared_ptr<Impl> impl_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace pexi::proxy
