@@ -34,7 +34,8 @@ Result<std::shared_ptr<policy::Engine>> make_engine(const config::Config& config
     }
     auto redactor = std::make_shared<const audit::Redactor>(
         config.audit, Secrets::from_config(config, config::process_env).values());
-    PEXI_TRY_ASSIGN(auto engine, policy::OpaEngine::create(std::move(options), std::move(redactor)));
+    PEXI_TRY_ASSIGN(auto engine,
+                    policy::OpaEngine::create(std::move(options), std::move(redactor)));
     return std::shared_ptr<policy::Engine>(std::move(engine));
   }
   return fail(Code::config_error, "policy engine '" + policy.engine + "' is not available");

@@ -1,0 +1,26 @@
+# Host allowlist read from a JSON data file (hosts/data.json, loaded by OPA as data.hosts):
+# any method, any path. Entries are host patterns ("example.com", "*.github.com", scheme's
+# default port) or objects {"host": pattern, "ports": [port, ...]}.
+package pexi.hosts
+
+import data.pexi.lib
+
+entries contains {"host": entry, "ports": []} if {
+	some entry in data.hosts.allow
+	is_string(entry)
+}
+
+entries contains {"host": entry.host, "ports": object.get(entry, "ports", [])} if {
+	some entry in data.hosts.allow
+	is_object(entry)
+}
+
+# Both CONNECT tunnels and requests: the allowlist names hosts, not methods or paths.
+allows contains {
+	"rule": concat("", ["hosts:", entry.host]),
+	"reason": sprintf("%s is on the host allowlist", [input.request.host]),
+} if {
+	some entry in entries
+	lib.host_matches(entry.host, input.request.host)
+	lib.port_matches(entry.ports, input.request)
+}

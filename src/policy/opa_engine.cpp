@@ -1,0 +1,91 @@
+#include "policy/opa_engine.hpp"
+
+#include "common/log.hpp"
+#include "policy/opa_document.hpp"
+
+#include <chrono>
+
+namespace pexi::policy {
+namespace {
+
+// "pexi/decision" -> "pexi/decision"; anything outside RFC 3986 unreserved and '/' escaped, so
+// the configured path can never change the request line.
+std::string encode_data_path(std::string_view decision) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char ch : decision) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
+    if (keep) {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<OpaEngine>> OpaEngine::create(
+    Options options, std::shared_ptr<const audit::Redactor> redactor) {
+  if (!redactor) return fail(Code::internal_error, "OPA engine needs a redactor");
+  const config::OpaConfig& opa = options.opa;
+  if (opa.decision.empty() || opa.decision.front() == '/' || opa.decision.back() == '/')
+    return fail(Code::config_error, "policy.opa.decision: \"" + opa.decision +
+                                        "\" is not a Data API path like \"pexi/decision\"");
+  if (opa.policy_dir.empty() == opa.url.empty())
+    return fail(Code::config_error,
+                "engine \"opa\" needs exactly one of policy.opa.policy_dir and policy.opa.url");
+
+  std::unique_ptr<OpaEngine> engine(new OpaEngine);
+  engine->decision_ = opa.decision;
+  engine->data_path_ = "/v1/data/" + encode_data_path(opa.decision);
+  engine->redactor_ = std::move(redactor);
+  const auto timeout = std::chrono::milliseconds(opa.timeout_ms == 0 ? 1 : opa.timeout_ms);
+
+  opa::Endpoint endpoint;
+  if (!opa.policy_dir.empty()) {
+    options.managed.policy_dir = opa.policy_dir;
+    PEXI_TRY_ASSIGN(engine->server_, opa::ManagedServer::start(std::move(options.managed)));
+    endpoint = engine->server_->endpoint();
+  } else {
+    endpoint.base_url = opa.url;
+    while (!endpoint.base_url.empty() && endpoint.base_url.back() == '/')
+      endpoint.base_url.pop_back();
+  }
+  engine->client_ = std::make_unique<opa::Client>(std::move(endpoint), timeout);
+  return engine;
+}
+
+Decision OpaEngine::failed(const std::string& reason, const std::string& detail) {
+  if (!failing_.exchange(true)) {
+    const bool said = detail.empty() || reason.find(detail) != std::string::npos;
+    log_error("opa: decisions fail and deny: " + reason + (said ? "" : " (" + detail + ")"));
+  }
+  return Decision::denied(Code::denied_by_policy, reason);
+}
+
+Decision OpaEngine::decide(const DecisionInput& input) {
+  const std::string body = opa::make_query_body(input, *redactor_);
+  auto answer = client_->request(data_path_, &body, opa::kMaxAnswerBytes);
+  if (!answer) return failed(answer.error().message, answer.error().detail);
+  if (answer->status < 200 || answer->status > 299) {
+    // OPA's error body ({"code", "message"}) may quote policy source; it stays on the host.
+    return failed("OPA answered HTTP " + std::to_string(answer->status),
+                  answer->body.substr(0, 512));
+  }
+  auto result = opa::parse_answer(answer->body, decision_);
+  if (!result) return failed(result.error().message, {});
+  if (failing_.exchange(false)) log_info("opa: decisions work again");
+  if (result->max_response_bytes && !warned_cap_.exchange(true))
+    log_info(
+        "opa: max_response_bytes in OPA results is accepted but not enforced yet "
+        "(docs/opa.md); [guardrails] max_response_bytes applies");
+  return opa::to_decision(std::move(*result), decision_);
+}
+
+}  // namespace pexi::policy
