@@ -697,7 +697,8 @@ class Parser {
 
   Result<void> opa(const toml::node& node, const std::string& path, OpaConfig& out) const {
     PEXI_TRY_ASSIGN(const toml::table* table, table_of(node, path));
-    PEXI_TRY(check_keys(*table, path, {"policy_dir", "url", "decision", "timeout_ms"}));
+    PEXI_TRY(
+        check_keys(*table, path, {"policy_dir", "url", "decision", "timeout_ms", "inject_env"}));
     if (const auto* n = table->get("policy_dir")) {
       PEXI_TRY_ASSIGN(out.policy_dir, string_of(*n, child_path(path, "policy_dir")));
     }
@@ -728,6 +729,13 @@ class Parser {
     if (const auto* n = table->get("timeout_ms")) {
       PEXI_TRY_ASSIGN(out.timeout_ms,
                       unsigned_of<std::uint32_t>(*n, child_path(path, "timeout_ms"), 1));
+    }
+    if (const auto* n = table->get("inject_env")) {
+      const std::string p = child_path(path, "inject_env");
+      PEXI_TRY_ASSIGN(out.inject_env, strings_of(*n, p));
+      for (const auto& name : out.inject_env)
+        if (!is_env_var_name(name))
+          return error_at(*n, p, quote_value(name) + " is not an environment variable name");
     }
     return {};
   }

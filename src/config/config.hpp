@@ -42,6 +42,9 @@ struct OpaConfig {
   std::string url;         // user mode: an OPA server pexi does not manage
   std::string decision = "pexi/decision";
   std::uint32_t timeout_ms = 2000;
+  // Host environment variables an OPA result may name in inject_headers. Only these are read
+  // (once, at startup): a policy cannot make pexi read any other part of its environment.
+  std::vector<std::string> inject_env;
 };
 
 struct PolicyConfig {

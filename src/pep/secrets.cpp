@@ -8,17 +8,18 @@ namespace pexi::pep {
 
 Secrets Secrets::from_config(const config::Config& config, const config::EnvLookup& env) {
   Secrets secrets;
-  for (const auto& rule : config.policy.rules) {
-    for (const auto& inject : rule.inject_headers) {
-      if (secrets.values_.contains(inject.env)) continue;
-      if (auto value = env(inject.env); value && !value->empty()) {
-        secrets.values_.emplace(inject.env, std::move(*value));
-      } else if (std::find(secrets.missing_.begin(), secrets.missing_.end(), inject.env) ==
-                 secrets.missing_.end()) {
-        secrets.missing_.push_back(inject.env);
-      }
+  auto read = [&](const std::string& name) {
+    if (secrets.values_.contains(name)) return;
+    if (auto value = env(name); value && !value->empty()) {
+      secrets.values_.emplace(name, std::move(*value));
+    } else if (std::find(secrets.missing_.begin(), secrets.missing_.end(), name) ==
+               secrets.missing_.end()) {
+      secrets.missing_.push_back(name);
     }
-  }
+  };
+  for (const auto& rule : config.policy.rules)
+    for (const auto& inject : rule.inject_headers) read(inject.env);
+  for (const auto& name : config.policy.opa.inject_env) read(name);
   return secrets;
 }
 

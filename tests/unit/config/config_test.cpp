@@ -757,3 +757,23 @@ TEST_F(ConfigLoad, BadEnvironmentFailsTheLoad) {
 
 }  // namespace
 }  // namespace pexi::config
+
+namespace pexi::config {
+namespace {
+
+TEST(OpaInjectEnv, ListsTheVariablesAPolicyMayInject) {
+  auto config = parse(
+      "[policy]\nengine = \"opa\"\n[policy.opa]\nurl = \"http://127.0.0.1:8181\"\n"
+      "inject_env = [\"ANTHROPIC_API_KEY\", \"OPENAI_API_KEY\"]\n",
+      "pexi.toml");
+  ASSERT_TRUE(config) << config.error().message;
+  EXPECT_EQ(config->policy.opa.inject_env,
+            (std::vector<std::string>{"ANTHROPIC_API_KEY", "OPENAI_API_KEY"}));
+  auto bad = parse("[policy.opa]\nurl = \"http://127.0.0.1:8181\"\ninject_env = [\"NOT A NAME\"]\n",
+                   "pexi.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("policy.opa.inject_env"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pexi::config
