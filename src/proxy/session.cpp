@@ -308,11 +308,63 @@ class Session {
       return pipeline_.upgrade_finished(*ticket, 0, 0,
                                         Error{Code::http_error, "the client went away"});
     }
-    // Relay (for a refusal from the origin this passes its body on until it closes).
+    if (status != 101) {
+      // The origin refused the upgrade: pass its answer on and close. Nothing more from the client
+      // may reach the origin, since it would be a request no one decided.
+      const std::uint64_t sent = forward_refusal(answer, head_end);
+      buffer_.clear();
+      return pipeline_.upgrade_finished(*ticket, 0, sent, std::nullopt);
+    }
     const auto relayed =
         conn_.relay(buffer_, std::string_view(answer).substr(head_end), options_.websocket_idle);
     buffer_.clear();
     pipeline_.upgrade_finished(*ticket, relayed.to_upstream, relayed.to_client, relayed.error);
+  }
+
+  // Passes the body of an origin's non-101 answer to the client: up to its Content-Length, or
+  // until the origin closes or goes idle, never more than kMaxRefusalBytes. Returns bytes sent.
+  std::uint64_t forward_refusal(std::string_view answer, std::size_t head_end) {
+    static constexpr std::uint64_t kMaxRefusalBytes = 1024 * 1024;
+    std::uint64_t want = content_length_of(answer.substr(0, head_end)).value_or(kMaxRefusalBytes);
+    want = std::min(want, kMaxRefusalBytes);
+    std::string_view body = answer.substr(head_end);
+    body = body.substr(0, std::min<std::uint64_t>(body.size(), want));
+    std::uint64_t sent = 0;
+    std::array<char, 16 * 1024> chunk;
+    while (true) {
+      if (!body.empty() && !conn_.write_all(body, options_.io_timeout)) return sent;
+      sent += body.size();
+      if (sent >= want) return sent;
+      auto n = conn_.upstream_read_some(
+          chunk.data(), std::min<std::uint64_t>(chunk.size(), want - sent), options_.io_timeout);
+      if (!n || *n == 0) return sent;
+      body = std::string_view(chunk.data(), *n);
+    }
+  }
+
+  // The Content-Length of an answer head, when it has exactly one valid one.
+  static std::optional<std::uint64_t> content_length_of(std::string_view head) {
+    std::optional<std::uint64_t> found;
+    std::size_t pos = head.find("\r\n");
+    while (pos != std::string_view::npos && pos + 2 < head.size()) {
+      const std::size_t start = pos + 2;
+      const std::size_t end = head.find("\r\n", start);
+      const std::string_view line = head.substr(start, end - start);
+      pos = end;
+      const std::size_t colon = line.find(':');
+      if (colon == std::string_view::npos || !iequals(line.substr(0, colon), "content-length"))
+        continue;
+      std::string_view value = line.substr(colon + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+        value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+        value.remove_suffix(1);
+      std::uint64_t length = 0;
+      const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+      if (ec != std::errc() || ptr != value.data() + value.size() || found) return std::nullopt;
+      found = length;
+    }
+    return found;
   }
 
   void tunnel(const RequestHead& head) {

@@ -340,3 +340,28 @@ def test_websocket_to_a_denied_host_is_refused(proxy):
                   b"Sec-WebSocket-Version: 13\r\n\r\n")
         answer = s.recv(4096)
     assert answer.startswith(b"HTTP/1.1 403") and b"X-Pexi-Error: denied_by_policy" in answer
+
+
+def test_websocket_refused_by_the_origin_closes_the_connection(proxy, http_origin):
+    """A non-101 answer ends the exchange: bytes the client sends afterwards never reach the
+    origin (they would be requests no one decided or audited)."""
+    host = f"origin.test:{http_origin.port}"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as s:
+        s.sendall(f"GET http://{host}/status/403 HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        reader = s.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 403")
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        assert reader.read(10) == b"status 403"
+        hits = http_origin.hits
+        try:  # a smuggled follow-up request on the same connection
+            s.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        except OSError:
+            pass
+        assert reader.read() == b""  # closed, nothing more
+    time.sleep(0.3)
+    assert http_origin.hits == hits
+    start, end = proxy.records(at_least=2)
+    assert (start["status"], end["phase"]) == (403, "end") and end["resp_bytes"] == 10
