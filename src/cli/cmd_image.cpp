@@ -27,23 +27,14 @@ struct BuildOptions {
   std::vector<std::string> sources;
 };
 
-// --guest-init, else $PEXI_GUEST_INIT, else pexi-guest next to this pexi binary.
-Result<fs::path> find_guest_init(const std::optional<std::string>& given) {
+// --guest-init, else $PEXI_GUEST_INIT, else none: the image then has no guest init and each
+// `pexi up` brings pexi-guest in its boot archive (docs/vm.md), so one image serves every build.
+fs::path find_guest_init(const std::optional<std::string>& given) {
   if (given) return fs::path(*given);
   if (const char* env = std::getenv("PEXI_GUEST_INIT"); env != nullptr && *env != '\0') {
     return fs::path(env);
   }
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    for (const fs::path& candidate :
-         {self.parent_path() / "pexi-guest", self.parent_path() / "guest" / "pexi-guest"}) {
-      if (fs::is_regular_file(candidate, ec)) return candidate;
-    }
-  }
-  return fail(Code::usage_error, "pexi-guest not found next to " +
-                                     (ec ? std::string("pexi") : self.string()) +
-                                     "; pass --guest-init PATH (or set PEXI_GUEST_INIT)");
+  return {};
 }
 
 std::string human_bytes(std::uint64_t bytes) {
@@ -62,9 +53,7 @@ int run_build(const BuildOptions& o) {
   options.force = o.force;
   options.progress = stdout;
   if (!o.sources.empty()) options.debian.sources = o.sources;
-  auto init = find_guest_init(o.guest_init);
-  if (!init) return report(init.error());
-  options.guest_init = *init;
+  options.guest_init = find_guest_init(o.guest_init);
   if (o.ca_cert) {
     options.ca_cert = *o.ca_cert;
     if (o.ca_key) options.ca_key = fs::path(*o.ca_key);
@@ -125,10 +114,11 @@ void add_image_commands(CLI::App& app, Action& action) {
       ->capture_default_str();
   build->add_flag("--force", build_options->force, "Rebuild even when the image is up to date");
   build->add_option("--guest-init", build_options->guest_init,
-                    "The guest init binary (default: pexi-guest next to pexi, or "
-                    "$PEXI_GUEST_INIT)");
+                    "Build this guest init into the image (tests; default: none, 'pexi up' "
+                    "brings pexi-guest at boot; or $PEXI_GUEST_INIT)");
   build->add_option("--ca-cert", build_options->ca_cert,
-                    "CA certificate the guest trusts (default: this install's CA, 'pexi ca path')");
+                    "CA certificate whose public half the key check ignores (not built in: the "
+                    "guest gets the CA at boot; default: this install's CA)");
   build->add_option("--ca-key", build_options->ca_key,
                     "CA private key to make sure is NOT in the image (default: this install's)");
   build

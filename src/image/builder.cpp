@@ -3,6 +3,7 @@
 // docs/image.md.
 
 #include "common/paths.hpp"
+#include "image/bzimage.hpp"
 #include "image/cpio.hpp"
 #include "image/image.hpp"
 #include "image/key.hpp"
@@ -214,6 +215,8 @@ ImagePaths paths_for(const fs::path& dir, const std::string& key) {
   ImagePaths p;
   p.dir = dir;
   p.kernel = dir / "vmlinuz";
+  std::error_code ec;
+  if (fs::is_regular_file(dir / "vmlinux", ec)) p.vmlinux = dir / "vmlinux";
   p.initrd = dir / "initrd.img";
   p.rootfs = dir / "rootfs.ext4";
   p.manifest = dir / "manifest.json";
@@ -267,6 +270,7 @@ struct Facts {
   std::size_t initramfs_entries = 0;
   bool busybox_in_initramfs = false;
   bool ca_key_checked = false;
+  bool vmlinux = false;  // the uncompressed kernel was extracted
   std::vector<std::pair<std::string, double>> step_seconds;
 };
 
@@ -347,11 +351,12 @@ class Builder {
         "set -eu\n"
         "write_file() { mkdir -p \"$(dirname \"$1\")\"; printf '%s' \"$3\" | base64 -d > \"$1\";"
         " chown root:root \"$1\"; chmod \"$2\" \"$1\"; }\n";
-    s += "chown root:root " + std::string(kInitPathInImage) + " /etc/pexi/ca.pem\n";
-    s += "chmod 0755 " + std::string(kInitPathInImage) + "\nchmod 0644 /etc/pexi/ca.pem\n";
-    s += "mkdir -p /usr/local/share/ca-certificates\n"
-         "cp /etc/pexi/ca.pem /usr/local/share/ca-certificates/pexi-ca.crt\n"
-         "update-ca-certificates --fresh\n";
+    // No CA here: the PEP's CA certificate comes with each boot (docs/vm.md, "Boot archive"), so
+    // one image serves every install.
+    if (!in_.init_bytes.empty()) {
+      s += "chown root:root " + std::string(kInitPathInImage) + "\n";
+      s += "chmod 0755 " + std::string(kInitPathInImage) + "\n";
+    }
     std::string environment;
     std::string profile_sh =
         "# pexi: the sandbox's proxy and trust settings (profile " + in_.profile.name + ")\n";
@@ -376,8 +381,7 @@ class Builder {
 
   Result<void> bootstrap() {
     const fs::path out = work_ / "out";
-    PEXI_TRY(write_file(work_ / "pexi-guest", in_.init_bytes, 0644));
-    PEXI_TRY(write_file(work_ / "ca.pem", in_.ca_pem, 0644));
+    if (!in_.init_bytes.empty()) PEXI_TRY(write_file(work_ / "pexi-guest", in_.init_bytes, 0644));
     PEXI_TRY(write_file(work_ / "customize.sh", customize_script(), 0644));
 
     std::string includes;
@@ -395,8 +399,8 @@ class Builder {
         "mkdir -p \"$1/tmp/pexi-out\" && cp \"$1\"/var/cache/apt/archives/linux-image-[0-9]*.deb "
         "\"$1\"/var/cache/apt/archives/busybox-static_*.deb \"$1/tmp/pexi-out/\"");
     hook("mkdir -p \"$1/etc/pexi\"");
-    hook("upload " + shell_quote((work_ / "pexi-guest").string()) + " " + kInitPathInImage);
-    hook("upload " + shell_quote((work_ / "ca.pem").string()) + " /etc/pexi/ca.pem");
+    if (!in_.init_bytes.empty())
+      hook("upload " + shell_quote((work_ / "pexi-guest").string()) + " " + kInitPathInImage);
     hook("upload " + shell_quote((work_ / "customize.sh").string()) + " /tmp/pexi-customize.sh");
     hook("chroot \"$1\" /bin/sh /tmp/pexi-customize.sh");
     hook("rm -f \"$1/tmp/pexi-customize.sh\"");
@@ -484,8 +488,41 @@ class Builder {
                                                parse_modules_builtin(builtin_text)));
     fs::copy_file(vmlinuz, tmp_ / "vmlinuz", fs::copy_options::overwrite_existing, ec);
     if (ec) return fail(Code::io_error, "cannot copy the kernel: " + ec.message());
-    detail_ = facts_.kernel_version + ", " + std::to_string(facts_.modules.size()) + " modules";
+    PEXI_TRY(uncompressed_kernel());
+    detail_ = facts_.kernel_version + ", " + std::to_string(facts_.modules.size()) + " modules" +
+              (facts_.vmlinux ? ", vmlinux" : "");
     moddir_ = moddir;
+    return {};
+  }
+
+  // The uncompressed ELF kernel next to vmlinuz: `pexi up` boots it through its PVH entry, which
+  // skips the xz decompression that costs seconds under TCG (docs/vm.md, "Boot time"). Optional:
+  // without it, vmlinuz is booted.
+  Result<void> uncompressed_kernel() {
+    PEXI_TRY_ASSIGN(const std::string bz, read_file(tmp_ / "vmlinuz", 256u << 20));
+    auto payload = bzimage_payload(bz);
+    const auto command =
+        payload ? decompress_command(payload->compression) : std::vector<std::string>{};
+    if (command.empty()) {
+      log("no vmlinux: " +
+          (payload ? "no decompressor for " + payload->compression : payload.error().message));
+      return {};
+    }
+    PEXI_TRY(write_file(work_ / "kernel-payload",
+                        std::string_view(bz).substr(payload->offset, payload->length), 0644));
+    std::error_code ec;
+    if (auto ok = tool(Command{command, work_ / "kernel-payload", tmp_ / "vmlinux"}); !ok) {
+      log("no vmlinux: " + ok.error().message);
+      fs::remove(tmp_ / "vmlinux", ec);
+      return {};
+    }
+    PEXI_TRY_ASSIGN(const std::string elf, read_file(tmp_ / "vmlinux", 512u << 20));
+    if (!has_pvh_entry(elf)) {
+      log("no vmlinux: the kernel has no PVH entry point");
+      fs::remove(tmp_ / "vmlinux", ec);
+      return {};
+    }
+    facts_.vmlinux = true;
     return {};
   }
 
@@ -514,7 +551,8 @@ class Builder {
       PEXI_TRY(cpio.add_symlink("bin/sh", "busybox"));
       facts_.busybox_in_initramfs = true;
     }
-    PEXI_TRY(cpio.add_file("init", in_.init_bytes, 0755));
+    // Without a guest init the archive has no /init: `pexi up` appends one at boot.
+    if (!in_.init_bytes.empty()) PEXI_TRY(cpio.add_file("init", in_.init_bytes, 0755));
     facts_.initramfs_entries = cpio.entries();
     const std::string archive = cpio.finish();
     PEXI_TRY(write_file(tmp_ / "initrd.img", archive, 0644));
@@ -548,12 +586,13 @@ class Builder {
       return {};
     }
     PEXI_TRY_ASSIGN(SecretPatterns patterns, SecretPatterns::from_key_file(*options_.ca_key));
-    patterns.remove_found_in(in_.ca_pem);
+    if (!in_.ca_pem.empty()) patterns.remove_found_in(in_.ca_pem);
     if (patterns.size() == 0) {
       return fail(Code::io_error, "no usable patterns in the CA key " + options_.ca_key->string());
     }
     int files = 0;
-    for (const char* name : {"rootfs.tar", "rootfs.ext4", "initrd.img", "vmlinuz"}) {
+    for (const char* name : {"rootfs.tar", "rootfs.ext4", "initrd.img", "vmlinuz", "vmlinux"}) {
+      if (std::string_view(name) == "vmlinux" && !facts_.vmlinux) continue;
       PEXI_TRY_ASSIGN(const auto found, patterns.find_in_file(tmp_ / name));
       if (found) {
         return fail(Code::io_error, std::string("the CA private key is in ") + name + " (offset " +
@@ -571,7 +610,8 @@ class Builder {
     std::error_code ec;
     fs::remove(tmp_ / "rootfs.tar", ec);
     remove_tree(work_);
-    for (const char* name : {"vmlinuz", "initrd.img", "rootfs.ext4"}) {
+    for (const char* name : {"vmlinuz", "vmlinux", "initrd.img", "rootfs.ext4"}) {
+      if (!fs::exists(tmp_ / name, ec)) continue;
       fs::permissions(tmp_ / name,
                       fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read, ec);
     }
@@ -600,7 +640,6 @@ boost::json::object manifest_json(const Inputs& in, const Facts& facts, const fs
       {"variant", in.key_inputs.variant},
       {"suite", in.key_inputs.suite},
       {"guest_init_sha256", in.key_inputs.guest_init_sha256},
-      {"ca_cert_sha256", in.key_inputs.ca_cert_sha256},
   };
   boost::json::array packages, sources, modules, installed, steps;
   for (const auto& p : in.key_inputs.packages) packages.emplace_back(p);
@@ -613,8 +652,9 @@ boost::json::object manifest_json(const Inputs& in, const Facts& facts, const fs
   inputs["packages"] = std::move(packages);
   inputs["sources"] = std::move(sources);
   boost::json::object files;
-  for (const char* name : {"vmlinuz", "initrd.img", "rootfs.ext4"}) {
+  for (const char* name : {"vmlinuz", "vmlinux", "initrd.img", "rootfs.ext4"}) {
     std::error_code ec;
+    if (!fs::exists(dir / name, ec)) continue;
     files[name] = boost::json::object{{"bytes", fs::file_size(dir / name, ec)},
                                       {"disk_bytes", disk_usage_file(dir / name)}};
   }
@@ -626,7 +666,7 @@ boost::json::object manifest_json(const Inputs& in, const Facts& facts, const fs
       {"mmdebstrap_mode", facts.mode},
       {"kernel_version", facts.kernel_version},
       {"kernel_package", facts.kernel_deb},
-      {"guest_init_path", kInitPathInImage},
+      {"guest_init_path", in.init_bytes.empty() ? "" : kInitPathInImage},
       {"initramfs", boost::json::object{{"entries", facts.initramfs_entries},
                                         {"busybox", facts.busybox_in_initramfs},
                                         {"modules", std::move(modules)}}},
@@ -644,22 +684,26 @@ boost::json::object manifest_json(const Inputs& in, const Facts& facts, const fs
 Result<Inputs> gather_inputs(const EnsureOptions& options) {
   Inputs in;
   PEXI_TRY_ASSIGN(in.profile, builtin_profile(options.profile));
-  if (options.guest_init.empty()) return fail(Code::usage_error, "no guest init binary given");
-  if (options.ca_cert.empty()) return fail(Code::usage_error, "no CA certificate given");
   std::error_code ec;
-  if (!fs::is_regular_file(options.guest_init, ec)) {
-    return fail(Code::usage_error, "guest init " + options.guest_init.string() + " not found");
+  if (!options.guest_init.empty()) {
+    if (!fs::is_regular_file(options.guest_init, ec)) {
+      return fail(Code::usage_error, "guest init " + options.guest_init.string() + " not found");
+    }
+    PEXI_TRY_ASSIGN(in.init_bytes, read_file(options.guest_init, kMaxInitBytes));
+    if (in.init_bytes.empty()) {
+      return fail(Code::usage_error, "guest init " + options.guest_init.string() + " is empty");
+    }
+    in.init_is_script = in.init_bytes.rfind("#!", 0) == 0;
   }
-  if (!fs::is_regular_file(options.ca_cert, ec)) {
-    return fail(Code::usage_error, "CA certificate " + options.ca_cert.string() + " not found");
+  // The certificate is not built in any more; when given it only sharpens the key check (its
+  // public half is dropped from the patterns).
+  if (!options.ca_cert.empty()) {
+    if (!fs::is_regular_file(options.ca_cert, ec)) {
+      return fail(Code::usage_error, "CA certificate " + options.ca_cert.string() + " not found");
+    }
+    PEXI_TRY_ASSIGN(in.ca_pem, read_file(options.ca_cert, kMaxCertBytes));
+    PEXI_TRY(check_ca_cert(options.ca_cert, in.ca_pem));
   }
-  PEXI_TRY_ASSIGN(in.init_bytes, read_file(options.guest_init, kMaxInitBytes));
-  if (in.init_bytes.empty()) {
-    return fail(Code::usage_error, "guest init " + options.guest_init.string() + " is empty");
-  }
-  in.init_is_script = in.init_bytes.rfind("#!", 0) == 0;
-  PEXI_TRY_ASSIGN(in.ca_pem, read_file(options.ca_cert, kMaxCertBytes));
-  PEXI_TRY(check_ca_cert(options.ca_cert, in.ca_pem));
   if (options.debian.suite.empty() || options.debian.sources.empty()) {
     return fail(Code::usage_error, "no Debian suite or sources given");
   }
@@ -675,8 +719,7 @@ Result<Inputs> gather_inputs(const EnsureOptions& options) {
   k.variant = kVariant;
   k.suite = options.debian.suite;
   k.sources = options.debian.sources;
-  k.guest_init_sha256 = sha256_hex(in.init_bytes);
-  k.ca_cert_sha256 = sha256_hex(in.ca_pem);
+  k.guest_init_sha256 = in.init_bytes.empty() ? "none" : sha256_hex(in.init_bytes);
   in.key = image_key(k);
   return in;
 }

@@ -4,7 +4,10 @@
 //
 //   cache_dir()/images/<key>/      key = SHA-256 of every input (image/key.hpp)
 //     vmlinuz        the Debian kernel (direct kernel boot)
-//     initrd.img     newc cpio, uncompressed: /init = the guest init, /modules/order + *.ko
+//     vmlinux        the same kernel, uncompressed ELF with a PVH entry (booted without
+//                    decompressing: seconds faster under TCG); absent if it cannot be extracted
+//     initrd.img     newc cpio, uncompressed: /modules/order + *.ko (and /init when a guest
+//                    init is built in; otherwise the boot archive brings it)
 //     rootfs.ext4    the root file system; attach it READ-ONLY (readonly=on, or a snapshot):
 //                    it is shared by every sandbox and every PEXI_HOME of the user
 //     manifest.json  key inputs, versions, sizes, build time
@@ -30,6 +33,7 @@ namespace pexi::image {
 struct ImagePaths {
   std::filesystem::path dir;
   std::filesystem::path kernel;    // vmlinuz
+  std::filesystem::path vmlinux;   // the same kernel uncompressed (PVH boot); empty if absent
   std::filesystem::path initrd;    // initrd.img
   std::filesystem::path rootfs;    // rootfs.ext4 (read-only)
   std::filesystem::path manifest;  // manifest.json
@@ -51,8 +55,12 @@ struct DebianSource {
 
 struct EnsureOptions {
   std::string profile = "base";
-  std::filesystem::path guest_init;             // pexi-guest (or a test init script)
-  std::filesystem::path ca_cert;                // the PEP's CA certificate (PEM)
+  // A guest init built into the image (a test init script). Empty (what `pexi up` uses): no
+  // /init in the initramfs and no /usr/sbin/pexi-guest; each boot brings pexi-guest and the
+  // CA certificate in a boot archive appended to the initramfs (docs/vm.md).
+  std::filesystem::path guest_init;
+  // Optional, not built in: the CA certificate whose public half the key check ignores.
+  std::filesystem::path ca_cert;
   std::optional<std::filesystem::path> ca_key;  // when set: fail if any artefact contains it
   bool force = false;                           // rebuild even when the image exists
   DebianSource debian;

@@ -56,7 +56,6 @@ std::string key_document(const KeyInputs& in) {
   line(doc, "suite", in.suite);
   for (const auto& s : in.sources) line(doc, "source", s);
   line(doc, "guest-init-sha256", in.guest_init_sha256);
-  line(doc, "ca-cert-sha256", in.ca_cert_sha256);
   return doc;
 }
 

@@ -17,7 +17,9 @@
 namespace pexi::image {
 
 // Bump whenever the builder changes what it puts into an image for the same inputs.
-inline constexpr int kBuilderVersion = 1;
+// 2: no CA certificate in the image (installed at boot), guest init optional.
+// 3: vmlinux (the uncompressed kernel) next to vmlinuz.
+inline constexpr int kBuilderVersion = 3;
 
 struct KeyInputs {
   int builder_version = kBuilderVersion;
@@ -27,8 +29,8 @@ struct KeyInputs {
   std::string variant;                // mmdebstrap variant, "minbase"
   std::string suite;                  // "bookworm"
   std::vector<std::string> sources;   // apt source lines, in order
-  std::string guest_init_sha256;      // hex
-  std::string ca_cert_sha256;         // hex
+  std::string guest_init_sha256;      // hex; "none" for an image without a guest init (the
+                                      // boot-time guest: `pexi up` adds /init at boot)
 };
 
 // The canonical document hashed into the key.

@@ -32,8 +32,8 @@ def cache_dir():
     return Path(os.environ.get("HOME") or "/tmp") / ".cache" / "pexi"
 
 
-# A PEXI_HOME that survives test runs, so its CA (part of the image key) stays the same and the
-# second run is a cache hit. It lives beside the images it belongs to.
+# A PEXI_HOME that survives test runs (its CA key is what the build checks the image for). It
+# lives beside the images it belongs to.
 STABLE_HOME = cache_dir() / "test-image-home"
 
 
@@ -73,7 +73,7 @@ def test_build_reports_steps_or_cache_hit(base_image):
     steps = re.findall(r"^\[(\d)/6\] (.+)\u2026 (?:.*, )?([0-9]+\.[0-9]) s$", output, re.M)
     assert [int(s[0]) for s in steps] == [1, 2, 3, 4, 5, 6], output
     assert steps[0][1].startswith("mmdebstrap bookworm (minbase, 3 packages")
-    assert "absent from 4 artefacts" in output
+    assert re.search(r"absent from [45] artefacts", output), output  # 5 with vmlinux
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -108,8 +108,8 @@ def test_layout_and_manifest(base_image):
     assert inputs["packages"] == ["bash", "ca-certificates", "curl"]
     assert inputs["suite"] == "bookworm" and inputs["variant"] == "minbase"
     assert inputs["builder_version"] >= 1
-    ca_pem = (STABLE_HOME / "ca" / "ca.pem").read_bytes()
-    assert inputs["ca_cert_sha256"] == hashlib.sha256(ca_pem).hexdigest()
+    # The CA comes with each boot, not with the image: it is no input of the key.
+    assert "ca_cert_sha256" not in inputs and "ca-cert-sha256" not in m["key_document"]
     assert inputs["guest_init_sha256"] == hashlib.sha256(PLACEHOLDER_INIT.read_bytes()).hexdigest()
     assert hashlib.sha256(m["key_document"].encode()).hexdigest() == m["key"]
     modules = m["initramfs"]["modules"]
@@ -164,7 +164,7 @@ def test_boots_under_tcg_with_no_network_and_no_key(base_image, tmp_path):
     assert "links lo" in said, report  # `ip link`: nothing but loopback
     assert "routes []" in said, report
     assert any(s.startswith("curl curl 7.88") for s in said), report
-    assert "ca trusted" in said, report
+    assert "no ca in image" in said, report
     assert "env HTTPS_PROXY=http://127.0.0.1:3128 NO_PROXY=localhost,127.0.0.1,::1" in said
     assert re.search(r"curl via proxy: .*127\.0\.0\.1 port 3128", report), report
     assert "user uid=1000(sandbox) gid=1000(sandbox) groups=1000(sandbox)" in said, report
