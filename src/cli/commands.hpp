@@ -21,6 +21,7 @@ void add_audit_commands(CLI::App& app, Action& action);
 void add_ca_commands(CLI::App& app, Action& action);
 void add_proxy_commands(CLI::App& app, Action& action);
 void add_image_commands(CLI::App& app, Action& action);
+void add_vm_commands(CLI::App& app, Action& action);
 
 // Options shared by every command that loads a configuration.
 struct ConfigOptions {

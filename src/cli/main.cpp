@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   add_ca_commands(app, action);
   add_proxy_commands(app, action);
   add_image_commands(app, action);
+  add_vm_commands(app, action);
 
   try {
     app.parse(argc, argv);

@@ -269,6 +269,23 @@ Result<ListenSpec> FrameServer::listen(const ListenSpec& spec) {
   return fail(Code::io_error, "cannot listen on " + spec.to_string() + ": " + ec.message());
 }
 
+void FrameServer::adopt(int fd) {
+  asio::post(impl_->io, [impl = impl_, fd] {
+    if (impl->stopping || impl->connections.size() >= impl->options.max_connections) {
+      ::close(fd);
+      return;
+    }
+    asio::local::stream_protocol::socket socket(impl->io);
+    boost::system::error_code ec;
+    socket.assign(asio::local::stream_protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    asio::co_spawn(impl->io, impl->serve(std::move(socket)), asio::detached);
+  });
+}
+
 void FrameServer::stop(std::function<void()> drained) {
   impl_->stopping = true;
   impl_->drained = std::move(drained);

@@ -9,8 +9,8 @@
 // the connection closed (the stream cannot be resynchronised); a frame too big to carry a
 // request within max_request_bytes is skipped unbuffered and answered constraint_violation.
 //
-// Thread-safety: all methods must be called on the io_context's thread, which must be a single
-// thread (connection bookkeeping is not locked).
+// Thread-safety: all methods except adopt() must be called on the io_context's thread, which
+// must be a single thread (connection bookkeeping is not locked).
 
 #include "common/error.hpp"
 #include "pep/listen.hpp"
@@ -48,6 +48,10 @@ class FrameServer {
   // Binds and starts accepting. Returns the bound address (port 0 replaced by the real port).
   // Code::io_error when binding fails.
   Result<ListenSpec> listen(const ListenSpec& spec);
+  // Serves an already-connected Unix stream socket (a stream relayed from a VM through a
+  // socketpair); takes ownership of `fd`. May be called from any thread: the connection starts
+  // on the io thread. Closed at once when stopping or at max_connections.
+  void adopt(int fd);
   // Stops accepting and closes idle connections; requests in flight are answered first.
   // `drained` runs (on the io thread) once the last connection has closed.
   void stop(std::function<void()> drained = {});
