@@ -6,6 +6,7 @@
 // its control socket.
 #include "cli/commands.hpp"
 #include "cli/exit_codes.hpp"
+#include "cli/sandbox_cli.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
 #include "config/config.hpp"
@@ -56,27 +57,6 @@ constexpr int kSandboxGone = 255;    // `pexi exec`: the sandbox went away mid-c
 constexpr int kSandboxFailed = 125;  // `pexi run`: the sandbox did not come up (like docker run)
 
 // --- options ---------------------------------------------------------------------------------
-
-struct UpOptions {
-  ConfigOptions config;
-  std::string name = "default";
-  unsigned cpus = 1;
-  unsigned memory_mib = 1024;
-  std::optional<std::string> workspace;
-  std::string accel = "auto";
-  std::string profile = "base";
-  bool guest_debug = false;
-};
-
-struct ExecOptions {
-  std::string name = "default";
-  std::string user = "sandbox";
-  std::vector<std::string> env;
-  std::optional<std::string> cwd;
-  bool tty = false;
-  bool no_stdin = false;
-  std::vector<std::string> command;
-};
 
 void add_up_options(CLI::App& command, UpOptions& o, bool with_name) {
   add_config_options(command, o.config);
@@ -266,7 +246,7 @@ int run_exec_client(UniqueFd sock, const ExecOptions& o, const SignalPipe& signa
   exec::encode(request, out);
 
   std::optional<RawTerminal> raw;
-  if (o.tty) raw.emplace(STDIN_FILENO);
+  if (o.tty) raw.emplace(o.stdin_fd);
   vm::set_nonblocking(sock.get());
   bool stdin_open = !o.no_stdin;
   exec::Decoder decoder(mux::Direction::to_host);
@@ -284,7 +264,7 @@ int run_exec_client(UniqueFd sock, const ExecOptions& o, const SignalPipe& signa
   while (!exit_message) {
     pollfd fds[3] = {
         {sock.get(), static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0},
-        {stdin_open && out.size() < 256 * 1024 ? STDIN_FILENO : -1, POLLIN, 0},
+        {stdin_open && out.size() < 256 * 1024 ? o.stdin_fd : -1, POLLIN, 0},
         {signals.fd(), POLLIN, 0},
     };
     if (::poll(fds, 3, -1) < 0) {
@@ -310,7 +290,7 @@ int run_exec_client(UniqueFd sock, const ExecOptions& o, const SignalPipe& signa
       }
     }
     if ((fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-      const ssize_t n = ::read(STDIN_FILENO, buffer, buffer_size);
+      const ssize_t n = ::read(o.stdin_fd, buffer, buffer_size);
       if (n > 0) {
         exec::encode_data(exec::MessageType::stdin_data,
                           std::string_view(buffer, static_cast<std::size_t>(n)), out);
@@ -339,9 +319,9 @@ int run_exec_client(UniqueFd sock, const ExecOptions& o, const SignalPipe& signa
             [&](auto& m) {
               using T = std::decay_t<decltype(m)>;
               if constexpr (std::is_same_v<T, exec::StdoutData>) {
-                write_local(STDOUT_FILENO, stdout_ok, m.bytes);
+                write_local(o.stdout_fd, stdout_ok, m.bytes);
               } else if constexpr (std::is_same_v<T, exec::StderrData>) {
-                write_local(STDERR_FILENO, stderr_ok, m.bytes);
+                write_local(o.stderr_fd, stderr_ok, m.bytes);
               } else if constexpr (std::is_same_v<T, exec::Exit>) {
                 exit_message = m;
               }
@@ -517,6 +497,8 @@ int wait_for_supervisor(int fd, const UpOptions& o, const vm::SandboxPaths& path
   return kFailure;
 }
 
+}  // namespace
+
 int run_up(const UpOptions& o) {
   if (auto ok = vm::check_sandbox_name(o.name); !ok) return report(ok.error());
   const auto paths = vm::sandbox_paths(pexi_home(), o.name);
@@ -561,6 +543,8 @@ int run_up(const UpOptions& o) {
   ::waitpid(child, nullptr, 0);
   return wait_for_supervisor(notify_read.get(), o, paths);
 }
+
+namespace {
 
 // --- run -------------------------------------------------------------------------------------
 
@@ -660,6 +644,8 @@ int run_status(bool as_json) {
   return kOk;
 }
 
+}  // namespace
+
 int run_down(const std::string& name, unsigned timeout_seconds) {
   if (auto ok = vm::check_sandbox_name(name); !ok) return report(ok.error());
   const auto paths = vm::sandbox_paths(pexi_home(), name);
@@ -707,7 +693,14 @@ int run_down(const std::string& name, unsigned timeout_seconds) {
   return kOk;
 }
 
-}  // namespace
+bool sandbox_running(const std::string& name) { return running_status(name).has_value(); }
+
+int exec_in_sandbox(const ExecOptions& o) {
+  static SignalPipe signals;  // one signal thread per process
+  auto status = running_status(o.name);
+  if (!status) return report(status.error());
+  return exec_in(o.name, o, signals);
+}
 
 void add_vm_commands(CLI::App& app, Action& action) {
   // pexi up
