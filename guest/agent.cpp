@@ -216,8 +216,10 @@ class Agent {
       return;
     }
     if (pid == 0) {
-      // The session child keeps only the console and its end of the stream.
-      ::dup2(theirs.get(), 3);
+      // The session child keeps only the console and its end of the stream, close-on-exec: the
+      // command must not be able to forge the exec protocol or hold the stream open.
+      if (theirs.get() != 3) ::dup2(theirs.get(), 3);
+      ::fcntl(3, F_SETFD, FD_CLOEXEC);
       ::close_range(4, ~0U, 0);
       run_exec_session(3, context);
     }

@@ -1,5 +1,7 @@
 #include "audit/tail.hpp"
 
+#include "common/utf8.hpp"
+
 #include <boost/json/parse.hpp>
 
 #include <fcntl.h>
@@ -15,25 +17,6 @@
 
 namespace pexi::audit {
 namespace {
-
-// Control characters (C0, DEL and the UTF-8 encoded C1 range) become '?'; the rest is kept.
-std::string for_terminal(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      out.push_back('?');
-    } else if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(s[i + 1]) <= 0x9F) {
-      out.push_back('?');
-      ++i;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
 
 std::string string_field(const boost::json::object& o, std::string_view key,
                          std::string_view dflt) {

@@ -9,6 +9,7 @@
 #include "cli/sandbox_cli.hpp"
 #include "common/log.hpp"
 #include "common/paths.hpp"
+#include "common/utf8.hpp"
 #include "config/config.hpp"
 #include "image/image.hpp"
 #include "mux/exec.hpp"
@@ -39,6 +40,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -108,6 +110,40 @@ Result<fs::path> find_guest_binary() {
                                      " (build it, or set PEXI_GUEST)");
 }
 
+// The guest may write anything in its workspace, so the workspace must not hold what decides or
+// records its own policy, nor pexi's keys and images: refused when it is, contains, or lies
+// inside any of these.
+Result<void> check_workspace(const fs::path& workspace, const ConfigOptions& options,
+                             const config::Config& config) {
+  std::vector<std::pair<std::string, fs::path>> guarded = {
+      {"pexi's home (CA key, sandbox state)", pexi_home()},
+      {"the image cache", cache_dir()},
+      {"the audit log", config.audit.path},
+  };
+  std::error_code ec;
+  if (options.config_path) {
+    guarded.emplace_back("the configuration file", *options.config_path);
+  } else if (fs::exists("pexi.toml", ec)) {
+    guarded.emplace_back("the configuration file", "pexi.toml");
+  }
+  if (!config.policy.opa.policy_dir.empty())
+    guarded.emplace_back("the OPA policy directory", config.policy.opa.policy_dir);
+  auto within = [](const fs::path& inner, const fs::path& outer) {
+    auto [end, _] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+    return end == outer.end();
+  };
+  for (const auto& [what, path] : guarded) {
+    const fs::path absolute = fs::weakly_canonical(fs::absolute(path, ec), ec);
+    if (ec) continue;
+    if (within(absolute, workspace) || within(workspace, absolute))
+      return fail(Code::usage_error, "workspace " + workspace.string() + " would expose " + what +
+                                         " (" + absolute.string() +
+                                         ") to the guest, which could change it; share a "
+                                         "directory that does not hold it");
+  }
+  return {};
+}
+
 // Everything a sandbox needs, checked before anything starts: the config (errors are usage
 // errors, exit 2), the workspace, pexi-guest and the image (built on first use).
 Result<vm::SandboxOptions> prepare(const UpOptions& o, bool show_image_progress) {
@@ -131,6 +167,7 @@ Result<vm::SandboxOptions> prepare(const UpOptions& o, bool show_image_progress)
       return fail(Code::usage_error, "workspace " + *o.workspace + " is not a directory");
     s.workspace = fs::canonical(dir, ec);
     if (ec) return fail(Code::usage_error, "workspace " + *o.workspace + ": " + ec.message());
+    PEXI_TRY(check_workspace(*s.workspace, o.config, s.config));
   }
   PEXI_TRY_ASSIGN(s.guest_binary, find_guest_binary());
   image::EnsureOptions image_options;
@@ -192,6 +229,31 @@ class SignalPipe {
  private:
   UniqueFd read_;
   UniqueFd write_;
+};
+
+// While a sandbox boots in this process: an interrupt (not a window resize) calls `interrupted`,
+// which ends the process.
+class BootWatch {
+ public:
+  BootWatch(const SignalPipe& signals, std::function<void()> interrupted)
+      : thread_([this, &signals, interrupted = std::move(interrupted)] {
+          pollfd p{signals.fd(), POLLIN, 0};
+          while (!done_.load()) {
+            if (::poll(&p, 1, 200) <= 0 || done_.load()) continue;
+            for (int sig : signals.drain())
+              if (sig != SIGWINCH) interrupted();
+          }
+        }) {}
+  ~BootWatch() {
+    done_.store(true);
+    thread_.join();
+  }
+  BootWatch(const BootWatch&) = delete;
+  BootWatch& operator=(const BootWatch&) = delete;
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
 };
 
 // Raw mode on the local terminal for `shell`, restored on every way out.
@@ -336,7 +398,7 @@ int run_exec_client(UniqueFd sock, const ExecOptions& o, const SignalPipe& signa
     return kSandboxGone;
   }
   if (exit_message->kind == exec::ExitKind::not_started)
-    std::cerr << "pexi: " << exit_message->message << '\n';
+    std::cerr << "pexi: " << for_terminal(exit_message->message) << '\n';  // guest-written
   return exec::exit_status(*exit_message);
 }
 
@@ -414,21 +476,14 @@ int run_supervise(const UpOptions& o, int notify_fd) {
     notify(notify_fd, "error " + options.error().message);
     return report(options.error());
   }
-  std::atomic<bool> booted{false};
-  std::thread boot_watch([&] {
-    pollfd p{signals.fd(), POLLIN, 0};
-    while (!booted.load()) {
-      if (::poll(&p, 1, 200) > 0 && !booted.load()) {
-        notify(notify_fd, "error interrupted while booting");
-        std::_Exit(kInterrupted);
-      }
-    }
+  std::optional<BootWatch> watch(std::in_place, signals, [notify_fd] {
+    notify(notify_fd, "error interrupted while booting");
+    std::_Exit(kInterrupted);
   });
   auto supervisor = vm::Supervisor::boot(std::move(*options), [notify_fd](const std::string& line) {
     notify(notify_fd, "progress " + line);
   });
-  booted.store(true);
-  boot_watch.join();
+  watch.reset();
   if (!supervisor) {
     std::string line = "error " + supervisor.error().message;
     notify(notify_fd, line);
@@ -557,21 +612,14 @@ int run_run(UpOptions up, const ExecOptions& e, bool keep_name) {
   // `run` keeps stderr for the command; the image's progress shows on a terminal only.
   auto options = prepare(up, ::isatty(STDERR_FILENO) != 0);
   if (!options) return report(options.error());
-  std::atomic<bool> booted{false};
-  std::thread boot_watch([&] {
-    pollfd p{signals.fd(), POLLIN, 0};
-    while (!booted.load()) {
-      if (::poll(&p, 1, 200) > 0 && !booted.load()) {
-        std::cerr << "pexi: interrupted while booting\n";
-        std::_Exit(kInterrupted);  // QEMU dies with us (parent-death signal)
-      }
-    }
+  std::optional<BootWatch> watch(std::in_place, signals, [] {
+    std::cerr << "pexi: interrupted while booting\n";
+    std::_Exit(kInterrupted);  // QEMU dies with us (parent-death signal)
   });
   auto supervisor = vm::Supervisor::boot(std::move(*options), [](const std::string& line) {
     if (::isatty(STDERR_FILENO) != 0) std::cerr << "pexi run: " << line << '\n';
   });
-  booted.store(true);
-  boot_watch.join();
+  watch.reset();
   if (!supervisor) {
     const auto& error = supervisor.error();
     std::cerr << "pexi: " << error.message << '\n';
@@ -673,6 +721,14 @@ int run_down(const std::string& name, unsigned timeout_seconds) {
   if (status->qemu && status->qemu->alive()) {
     vm::kill_process(*status->qemu, SIGKILL);
     forced = true;
+  }
+  // The state directory is the lock holder's: when a new `up` of this name holds it by now, its
+  // status and sockets are its own and stay as they are.
+  auto lock = vm::StateLock::acquire(paths, name);
+  if (!lock) {
+    std::cout << "sandbox " << name << (forced ? " killed" : " stopped")
+              << " (and started again since)\n";
+    return kOk;
   }
   auto final_status = vm::read_status(paths.status);
   vm::Status s = final_status ? *final_status : *status;

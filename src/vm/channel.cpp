@@ -18,6 +18,10 @@ constexpr std::size_t kChannelReadChunk = 256 * 1024;
 // Channel bytes read per loop round before writes and local fds get their turn. Reads continue
 // after short ones: a virtio-serial port returns at most one 4 KiB buffer per read().
 constexpr std::size_t kChannelBytesPerRound = 1u << 20;
+// The channel is read only while its unwritten output is under this: a peer that stops reading
+// cannot make us queue answers (PONGs, resets, window updates) without bound. Relayed DATA stops
+// at kBacklogLimit, so honest traffic never reaches this and two honest peers cannot deadlock.
+constexpr std::size_t kReadBacklogLimit = 4u << 20;
 
 ssize_t send_some(int fd, const char* data, std::size_t size) {
   ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
@@ -78,7 +82,8 @@ Channel::Channel(EventLoop& loop, mux::Session session, UniqueFd fd, Callbacks c
       [this]() -> short {
         if (closed_) return 0;
         const bool pending = out_offset_ < out_.size() || session_.output_size() > 0;
-        return static_cast<short>(POLLIN | (pending ? POLLOUT : 0));
+        const bool readable = output_backlog() < kReadBacklogLimit;
+        return static_cast<short>((readable ? POLLIN : 0) | (pending ? POLLOUT : 0));
       },
       [this](short revents) { on_channel_ready(revents); });
 }
@@ -128,10 +133,10 @@ void Channel::pump() {
 
 void Channel::on_channel_ready(short revents) {
   if (closed_) return;
-  if ((revents & POLLOUT) != 0) pump();
+  if ((revents & (POLLOUT | POLLHUP | POLLERR)) != 0) pump();  // a dead peer fails the write
   if ((revents & (POLLIN | POLLHUP | POLLERR)) == 0) return;
   std::size_t taken = 0;
-  while (taken < kChannelBytesPerRound && !closed_) {
+  while (taken < kChannelBytesPerRound && !closed_ && output_backlog() < kReadBacklogLimit) {
     const ssize_t n = ::read(fd_.get(), read_buffer_.data(), read_buffer_.size());
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -110,6 +110,8 @@ class Channel {
   bool handshake_done() const noexcept { return session_.handshake_done(); }
   std::size_t stream_count() const noexcept { return streams_.size(); }
   const Stats& stats() const noexcept { return stats_; }
+  // Bytes waiting to be written to the channel (read stops while this is large).
+  std::size_t output_backlog() const noexcept;
 
  private:
   struct Stream;
@@ -124,7 +126,6 @@ class Channel {
   void maybe_finish(mux::StreamId id, Stream& s);
   void drop(mux::StreamId id, bool hard_reset);
   void end_stream(mux::StreamId id, const std::string& reason);
-  std::size_t output_backlog() const noexcept;
   void pump();  // session output -> channel fd, as far as it goes without blocking
 
   EventLoop& loop_;

@@ -83,7 +83,9 @@ Result<std::vector<std::string>> qemu_argv(const QemuConfig& c) {
          "socket,id=raw,server=on,wait=off,path=" + qemu_escape(c.raw_port_socket->string()),
          "-device", "virtserialport,bus=serial0.0,chardev=raw,name=pexi.raw"});
   }
-  add({"-serial", "file:" + qemu_escape(c.console_log.string())});
+  // Appending, so that the supervisor can truncate it when the guest floods it.
+  add({"-chardev", "file,id=console,append=on,path=" + qemu_escape(c.console_log.string()),
+       "-serial", "chardev:console"});
   return a;
 }
 

@@ -1,6 +1,7 @@
 #include "vm/supervisor.hpp"
 
 #include "common/paths.hpp"
+#include "common/utf8.hpp"
 #include "mux/control.hpp"
 #include "pep/frame_server.hpp"
 #include "proxy/server.hpp"
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -50,6 +52,9 @@ namespace {
 constexpr auto kShutdownGrace = 15s;  // SHUTDOWN -> SIGTERM to QEMU
 constexpr auto kTermGrace = 5s;       // SIGTERM -> SIGKILL
 constexpr auto kControlLineTimeout = 10s;
+// console.log is written by the guest (the serial console) as fast as it likes; above this it is
+// truncated (QEMU opens it for appending) instead of filling the host's disk.
+constexpr std::uintmax_t kConsoleLogCap = 16u << 20;
 
 Result<UniqueFd> listen_unix(const fs::path& path) {
   ::unlink(path.c_str());
@@ -77,13 +82,31 @@ Result<std::string> read_file(const fs::path& path) {
   return s.str();
 }
 
+// The last `max_bytes` of a file: guest-written logs can be as large as the guest likes.
+Result<std::string> read_file_end(const fs::path& path, std::size_t max_bytes = 64 * 1024) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return fail(Code::io_error, "cannot read " + path.string());
+  const std::streamoff size = in.tellg();
+  const std::streamoff start = size > static_cast<std::streamoff>(max_bytes)
+                                   ? size - static_cast<std::streamoff>(max_bytes)
+                                   : 0;
+  in.seekg(start);
+  std::string text(static_cast<std::size_t>(size - start), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return text;
+}
+
 std::string why_qemu_ended(int wait_status, const fs::path& console) {
   std::string reason = "QEMU " + describe_wait_status(wait_status);
-  auto text = read_file(console);
+  auto text = read_file_end(console);
   if (text) {
     if (text->find("Kernel panic") != std::string::npos) {
       const auto at = text->find("Kernel panic");
-      reason += "; guest kernel panic: " + text->substr(at, text->find('\n', at) - at);
+      // Guest-written text: at most one line, no escape sequences.
+      reason +=
+          "; guest kernel panic: " +
+          for_terminal(text->substr(at, std::min<std::size_t>(text->find('\n', at) - at, 300)));
     } else if (text->find("reboot: Power down") != std::string::npos) {
       reason += "; the guest powered off";
     }
@@ -94,7 +117,7 @@ std::string why_qemu_ended(int wait_status, const fs::path& console) {
 }  // namespace
 
 std::string log_tail(const fs::path& file, int lines) {
-  auto text = read_file(file);
+  auto text = read_file_end(file);
   if (!text || text->empty()) return {};
   std::size_t at = text->size();
   if ((*text)[at - 1] == '\n') --at;
@@ -105,7 +128,7 @@ std::string log_tail(const fs::path& file, int lines) {
       break;
     }
   }
-  return text->substr(at == 0 ? 0 : at + 1);
+  return for_terminal(text->substr(at == 0 ? 0 : at + 1), /*keep_newlines=*/true);
 }
 
 struct Supervisor::Impl {
@@ -140,6 +163,7 @@ struct Supervisor::Impl {
   std::unique_ptr<Channel> channel;
   std::unique_ptr<Channel> closed_channel;
   std::optional<mux::StreamId> control_stream;
+  bool control_opened = false;  // on the current channel
   std::optional<mux::control::Decoder> control_decoder;
   pid_t qemu_pid = -1;
   std::chrono::steady_clock::time_point started;
@@ -307,8 +331,29 @@ struct Supervisor::Impl {
             fd, [this] { return qemu_running() ? short{POLLIN} : short{0}; },
             [this](short) { reap_qemu(); });
       });
+    } else {
+      loop.post([this] { poll_qemu(); });  // no pidfd_open (old kernel): poll for its exit
     }
+    loop.post([this] { cap_console_log(); });
     return {};
+  }
+
+  void poll_qemu() {
+    reap_qemu();
+    if (qemu_running()) loop.after(200ms, [this] { poll_qemu(); });
+  }
+
+  void cap_console_log() {
+    if (!qemu_running()) return;
+    std::error_code ec;
+    if (const auto size = fs::file_size(paths.console, ec); !ec && size > kConsoleLogCap) {
+      if (::truncate(paths.console.c_str(), 0) == 0) {
+        std::ofstream(paths.console, std::ios::app)
+            << "[pexi: console.log passed " << (kConsoleLogCap >> 20) << " MiB; truncated]\n";
+        diag("sandbox " + options.name + ": console.log truncated");
+      }
+    }
+    loop.after(1s, [this] { cap_console_log(); });
   }
 
   bool qemu_running() const {
@@ -384,6 +429,7 @@ struct Supervisor::Impl {
       return;
     }
     channel = std::move(*created);
+    control_opened = false;
   }
 
   void on_channel_closed(const std::string& reason) {
@@ -399,10 +445,12 @@ struct Supervisor::Impl {
 
   void on_opened(mux::StreamId id, const std::string& service, const mux::Metadata&) {
     if (service == mux::service::control) {
-      if (control_stream) {
-        channel->reject(id, mux::ErrorCode::refused, "the control stream is already open");
+      // Once per channel: a guest reopening it in a loop would only repeat READY (and our log).
+      if (control_opened) {
+        channel->reject(id, mux::ErrorCode::refused, "the control stream was already opened");
         return;
       }
+      control_opened = true;
       MessageCallbacks callbacks;
       callbacks.data = [this](std::string_view bytes) { on_control(bytes); };
       callbacks.ended = [this](const std::string&) { control_stream.reset(); };
@@ -457,6 +505,7 @@ struct Supervisor::Impl {
     UniqueFd fd;
     EventLoop::Id watch = 0;
     EventLoop::Id timer = 0;
+    std::string line;  // the request line so far
   };
   std::map<int, ControlClient> clients;
 
@@ -492,25 +541,27 @@ struct Supervisor::Impl {
   }
 
   void on_control_client(int raw) {
-    // The request line is complete when it ends in '\n' (peeked, so nothing after it is read).
-    char buffer[kMaxControlLine];
-    const ssize_t n = ::recv(raw, buffer, sizeof buffer, MSG_PEEK);
-    if (n <= 0) {
-      if (n == 0 || (errno != EAGAIN && errno != EINTR)) forget_client(raw);
-      return;
-    }
-    const auto* newline = static_cast<const char*>(std::memchr(buffer, '\n', n));
-    if (newline == nullptr) {
-      if (static_cast<std::size_t>(n) >= sizeof buffer) {
+    // Read byte by byte up to the newline, so that not one byte after the request line is taken
+    // from what becomes the exec stream (a request is one short line, once per connection).
+    auto it = clients.find(raw);
+    if (it == clients.end()) return;
+    std::string& line = it->second.line;
+    for (;;) {
+      char c = 0;
+      const ssize_t n = ::recv(raw, &c, 1, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;  // the rest of the line later (or the timeout)
+      if (n <= 0) return forget_client(raw);
+      if (c == '\n') break;
+      if (line.size() + 1 >= kMaxControlLine) {
         UniqueFd fd = take_client(raw);
-        answer(fd.get(), control_error("request line too long"));
+        return answer(fd.get(), control_error("request line too long"));
       }
-      return;
+      line.push_back(c);
     }
-    const std::size_t length = static_cast<std::size_t>(newline - buffer) + 1;
-    [[maybe_unused]] const ssize_t taken = ::recv(raw, buffer, length, 0);
+    std::string request = std::move(line);
     UniqueFd fd = take_client(raw);
-    handle_request(std::move(fd), std::string(buffer, length - 1));
+    handle_request(std::move(fd), request);
   }
 
   void handle_request(UniqueFd fd, const std::string& line) {
@@ -558,7 +609,7 @@ struct Supervisor::Impl {
           if (!accepted && *shared_refusal)
             answer(shared_refusal->get(),
                    control_error("the guest refused the command (" + mux::error_code_name(code) +
-                                 "): " + reason));
+                                 "): " + for_terminal(reason)));
           shared_refusal->reset();
         });
     if (!opened && *shared_refusal) {
@@ -674,6 +725,13 @@ Supervisor::Supervisor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Supervisor::~Supervisor() = default;
 
 Result<std::unique_ptr<Supervisor>> Supervisor::boot(SandboxOptions options, Progress progress) {
+  // The guest can keep many streams open (each a socket, plus an upstream at the PEP): take
+  // every file descriptor we may, so that the control socket stays reachable.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->progress = std::move(progress);

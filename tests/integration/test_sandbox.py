@@ -431,3 +431,28 @@ def test_up_with_a_bad_config_is_a_usage_error(session):
     assert result.returncode == 2, result.err
     assert "not_a_key" in result.err
     assert not (session.h.state_dir("badcfg") / "status.json").exists()
+
+
+@pytest.mark.parametrize("what", ["home", "parent_of_home", "config_dir", "audit_dir"])
+def test_workspace_that_would_expose_pexis_own_files_is_refused(session, what):
+    """The guest may rewrite its workspace: never pexi's keys, its policy or its audit log."""
+    cfg_dir = session.root / "cfgdir"
+    cfg_dir.mkdir(exist_ok=True)
+    config = cfg_dir / "pexi.toml"
+    config.write_text(f'[audit]\npath = "{session.root / "auditdir" / "audit.jsonl"}"\n')
+    (session.root / "auditdir").mkdir(exist_ok=True)
+    workspace = {"home": session.h.home, "parent_of_home": session.root,
+                 "config_dir": cfg_dir, "audit_dir": session.root / "auditdir"}[what]
+    result = session.h.pexi("up", "--name", "exposed", "--config", str(config),
+                            "--workspace", str(workspace))
+    assert result.returncode == 2, result.out + result.err
+    assert "would expose" in result.err
+    assert not (session.h.state_dir("exposed") / "status.json").exists()
+
+
+def test_the_command_cannot_reach_the_exec_stream(main):
+    # The guest's exec session keeps the stream on fd 3, close-on-exec: the command must not
+    # inherit it (it could forge exit codes or output for `pexi exec`).
+    result = main.h.sh("main", "ls /proc/$$/fd")
+    assert result.returncode == 0, result.err
+    assert sorted(result.out.split()) == ["0", "1", "2"], result.out

@@ -321,3 +321,49 @@ TEST(Channel, GarbageFromThePeerEndsTheChannelWithAReason) {
 
 }  // namespace
 }  // namespace pexi::vm
+
+namespace pexi::vm {
+namespace {
+
+// A hostile peer that floods PINGs and never reads: the channel stops reading (or hangs up) once
+// its unwritten answers pile up, instead of queueing them without bound.
+TEST(Channel, APeerThatNeverReadsCannotGrowOurBacklogWithoutBound) {
+  auto [host_end, guest_end] = socket_pair();
+  const int small = 64 * 1024;
+  ASSERT_EQ(::setsockopt(host_end.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_EQ(::setsockopt(guest_end.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  ASSERT_TRUE(set_nonblocking(guest_end.get()));
+  EventLoop loop;
+  auto host = Channel::create(loop, mux::Role::host, std::move(host_end), {}, {});
+  ASSERT_TRUE(host);
+
+  std::string flood = mux::encode_preface(mux::Role::guest, mux::Options{}.settings);
+  std::string pings;
+  // Paced, a few per round, so that the session's own limit on unanswered PINGs never trips:
+  // every PONG is "answered" into the output buffer, which is what must stay bounded.
+  for (std::uint64_t i = 0; i < 4; ++i) mux::encode(mux::ping_frame(i), pings);
+  std::size_t written = 0, max_backlog = 0;
+  const std::size_t kFlood = 64u << 20;  // far more than any backlog we would accept
+  int stuck_rounds = 0;                  // consecutive rounds in which the host took nothing
+  for (int round = 0; round < 2000000 && written < kFlood && stuck_rounds < 200; ++round) {
+    if (flood.empty()) flood = pings;
+    const ssize_t n =
+        ::send(guest_end.get(), flood.data(), flood.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno != EAGAIN) break;  // the host hung up on us: also a bounded outcome
+    if (n > 0) {
+      written += static_cast<std::size_t>(n);
+      flood.erase(0, static_cast<std::size_t>(n));
+      stuck_rounds = 0;
+    } else {
+      ++stuck_rounds;
+    }
+    loop.run_once(n > 0 ? 0ms : 1ms);
+    max_backlog = std::max(max_backlog, (*host)->output_backlog());
+  }
+  EXPECT_TRUE(written < kFlood || !(*host)->is_open())
+      << "the host kept reading a peer that never reads";
+  EXPECT_LE(max_backlog, (4u << 20) + (1u << 20));
+}
+
+}  // namespace
+}  // namespace pexi::vm

@@ -72,8 +72,10 @@ TEST(QemuArgv, ChannelPortAndConsole) {
             "socket,id=channel,path=/home/u/.local/share/pexi/sandboxes/default/channel.sock");
   EXPECT_THAT(values_of(*argv, "-device"),
               Contains("virtserialport,bus=serial0.0,chardev=channel,name=pexi.0"));
-  EXPECT_EQ(value_of(*argv, "-serial"),
-            "file:/home/u/.local/share/pexi/sandboxes/default/console.log");
+  EXPECT_EQ(value_of(*argv, "-serial"), "chardev:console");
+  EXPECT_THAT(values_of(*argv, "-chardev"),
+              Contains("file,id=console,append=on,path=/home/u/.local/share/pexi/sandboxes/"
+                       "default/console.log"));
   EXPECT_EQ(value_of(*argv, "-kernel"), "/cache/images/k/vmlinuz");
   EXPECT_EQ(value_of(*argv, "-initrd"), "/home/u/.local/share/pexi/sandboxes/default/initrd.img");
 }
