@@ -1,6 +1,7 @@
 #include "common/paths.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -27,6 +28,16 @@ Result<void> ensure_private_dir(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return fail(Code::io_error, "cannot create " + dir.string() + ": " + ec.message());
+  // Not a symlink and ours: anything else may have been planted by someone who could then read
+  // or replace what we keep there (keys, sockets, state).
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0)
+    return fail(Code::io_error, "cannot inspect " + dir.string() + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return fail(Code::io_error,
+                dir.string() + " is not a directory (a symlink?); refusing to use it");
+  if (st.st_uid != ::geteuid())
+    return fail(Code::io_error, dir.string() + " belongs to another user; refusing to use it");
   if (::chmod(dir.c_str(), 0700) != 0)
     return fail(Code::io_error,
                 "cannot make " + dir.string() + " private: " + std::strerror(errno));
