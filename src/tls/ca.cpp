@@ -1,6 +1,7 @@
 #include "tls/ca.hpp"
 
 #include "common/paths.hpp"
+#include "common/unique_fd.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -36,33 +37,6 @@ constexpr std::size_t kMaxCommonName = 64;           // RFC 5280 ub-common-name
 std::string errno_text(const fs::path& path, int error) {
   return path.string() + ": " + std::strerror(error);
 }
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) noexcept : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  // Closes now and reports a failed close (a failed close can mean lost data).
-  int close() noexcept { return ::close(std::exchange(fd_, -1)); }
-
- private:
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
-  }
-  int fd_;
-};
 
 // An exclusive flock(2) on ca.lock, held while it lives. flock locks belong to the open file
 // description, so two threads of one process exclude each other as two processes do.

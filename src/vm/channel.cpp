@@ -371,16 +371,20 @@ Result<mux::StreamId> Channel::open_relay(std::string_view service, mux::Metadat
   s->fd = std::move(fd);
   s->options = std::move(options);
   s->answered = std::move(answered);
-  s->watch = loop_.watch(
-      s->fd.get(),
+  watch_relay(id, *s);
+  streams_.emplace(id, std::move(s));
+  pump();
+  return id;
+}
+
+void Channel::watch_relay(mux::StreamId id, Stream& s) {
+  s.watch = loop_.watch(
+      s.fd.get(),
       [this, id]() -> short {
         auto it = streams_.find(id);
         return it == streams_.end() ? short{0} : relay_interest(id, *it->second);
       },
       [this, id](short revents) { on_relay_ready(id, revents); });
-  streams_.emplace(id, std::move(s));
-  pump();
-  return id;
 }
 
 Result<mux::StreamId> Channel::open_messages(std::string_view service, mux::Metadata meta,
@@ -406,13 +410,7 @@ Result<void> Channel::accept_relay(mux::StreamId stream, UniqueFd fd, RelayOptio
   s->fd = std::move(fd);
   s->options = std::move(options);
   const mux::StreamId id = stream;
-  s->watch = loop_.watch(
-      s->fd.get(),
-      [this, id]() -> short {
-        auto it = streams_.find(id);
-        return it == streams_.end() ? short{0} : relay_interest(id, *it->second);
-      },
-      [this, id](short revents) { on_relay_ready(id, revents); });
+  watch_relay(id, *s);
   streams_.emplace(id, std::move(s));
   return {};
 }

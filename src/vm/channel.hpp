@@ -119,6 +119,7 @@ class Channel {
 
   void on_channel_ready(short revents);
   void handle(mux::Event& event);
+  void watch_relay(mux::StreamId id, Stream& s);  // the relay's fd joins the event loop
   void on_relay_ready(mux::StreamId id, short revents);
   short relay_interest(mux::StreamId id, const Stream& s) const;
   void flush_to_local(mux::StreamId id, Stream& s);

@@ -1,40 +1,17 @@
 #pragma once
 // Small POSIX helpers shared by the host supervisor and pexi-guest (which links them
-// statically): an owning file descriptor, non-blocking mode, and errno text.
+// statically): non-blocking mode, close-on-exec, errno text (and UniqueFd, from common).
 //
 // Thread-safety: UniqueFd is a value type (one owner); the functions are thread-safe.
 
-#include <unistd.h>
+#include "common/unique_fd.hpp"
 
 #include <string>
 #include <utility>
 
 namespace pexi::vm {
 
-class UniqueFd {
- public:
-  UniqueFd() noexcept = default;
-  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) reset(std::exchange(other.fd_, -1));
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using pexi::UniqueFd;
 
 // Sets or clears O_NONBLOCK; false on failure (errno set).
 bool set_nonblocking(int fd, bool on = true) noexcept;
