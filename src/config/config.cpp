@@ -31,6 +31,7 @@ namespace {
 constexpr std::size_t kMaxConfigBytes = 16u << 20;  // a config larger than this is a mistake
 constexpr std::size_t kMaxQuotedChars = 80;         // echoed values are cut to keep one line
 constexpr std::size_t kMaxRuleNameChars = 128;
+constexpr std::size_t kMaxPrefixChars = 64;
 
 bool is_tchar(unsigned char c) noexcept {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
@@ -215,6 +216,7 @@ class Parser {
     if (const auto* node = root.get("policy")) {
       PEXI_TRY(policy(*node, config.policy, config.guardrails));
     }
+    if (const auto* node = root.get("agent")) PEXI_TRY(agent_policy(*node, config));
     return config;
   }
 
@@ -467,6 +469,7 @@ class Parser {
     static constexpr std::string_view kPath = "agent";
     PEXI_TRY_ASSIGN(const toml::table* table, table_of(node, kPath));
     PEXI_TRY(check_keys(*table, kPath, {"api", "base_url", "model", "key_env"}));
+    out.configured = true;
     if (const auto* n = table->get("api")) {
       const std::string path = child_path(kPath, "api");
       PEXI_TRY_ASSIGN(out.api, string_of(*n, path));
@@ -494,6 +497,25 @@ class Parser {
                         quote_value(out.key_env) + " is not an environment variable name");
       }
     }
+    return {};
+  }
+
+  // The default agent policy (DESIGN §8): first among the rules, so that the provider's host
+  // gets the key even when a broader rule also matches it. A rule the file names
+  // "agent-provider" replaces it.
+  Result<void> agent_policy(const toml::node& node, Config& config) const {
+    auto& rules = config.policy.rules;
+    const bool overridden = std::any_of(rules.begin(), rules.end(),
+                                        [](const Rule& r) { return r.name == kAgentProviderRule; });
+    if (overridden) return {};
+    auto rule = agent_provider_rule(config.agent, config.guardrails.methods);
+    if (!rule) {
+      const auto* table = node.as_table();
+      const auto* where = table != nullptr ? table->get("base_url") : nullptr;
+      return error_at(where != nullptr ? *where : node,
+                      where != nullptr ? "agent.base_url" : "agent", rule.error().message);
+    }
+    rules.insert(rules.begin(), std::move(*rule));
     return {};
   }
 
@@ -679,7 +701,7 @@ class Parser {
             *value, p,
             "expected a table like { env = \"VAR\" }, got " + std::string(type_name(*value)));
       }
-      PEXI_TRY(check_keys(*spec, p, {"env"}));
+      PEXI_TRY(check_keys(*spec, p, {"env", "prefix"}));
       const auto* env = spec->get("env");
       if (env == nullptr) {
         return error_at(*value, child_path(p, "env"),
@@ -689,6 +711,22 @@ class Parser {
       if (!is_env_var_name(header.env)) {
         return error_at(*env, child_path(p, "env"),
                         quote_value(header.env) + " is not an environment variable name");
+      }
+      if (const auto* prefix = spec->get("prefix")) {
+        const std::string pp = child_path(p, "prefix");
+        PEXI_TRY_ASSIGN(header.prefix, string_of(*prefix, pp));
+        if (header.prefix.size() > kMaxPrefixChars) {
+          return error_at(*prefix, pp,
+                          "longer than " + std::to_string(kMaxPrefixChars) + " characters");
+        }
+        const bool visible = std::all_of(header.prefix.begin(), header.prefix.end(),
+                                         [](char c) { return c == ' ' || (c > 0x20 && c < 0x7f); });
+        if (!visible || header.prefix.front() == ' ') {
+          return error_at(*prefix, pp,
+                          quote_value(header.prefix) +
+                              " is not a header value prefix (printable ASCII, not starting "
+                              "with a space)");
+        }
       }
       out.push_back(std::move(header));
     }
@@ -899,6 +937,48 @@ Result<std::string> canonical_path_pattern(std::string_view pattern) {
     start = end + 1;
   }
   return out;
+}
+
+Result<Rule> agent_provider_rule(const AgentConfig& agent,
+                                 const std::vector<std::string>& methods) {
+  auto url = net::canonicalize(agent.base_url);
+  if (!url) {
+    return fail(Code::config_error,
+                quote_value(agent.base_url) + " is not a usable URL: " + url.error().message);
+  }
+  if (url->scheme != "https") {
+    return fail(Code::config_error,
+                quote_value(agent.base_url) +
+                    " must be an https URL: the PEP injects the provider's key over https only");
+  }
+  if (url->query) {
+    return fail(Code::config_error,
+                quote_value(agent.base_url) + " must not have a query: it is a base URL");
+  }
+  Rule rule;
+  rule.name = std::string(kAgentProviderRule);
+  rule.hosts.push_back(url->host);
+  rule.ports.push_back(url->port);
+  for (std::string_view method : {"POST", "GET"}) {
+    if (std::find(methods.begin(), methods.end(), method) != methods.end()) {
+      rule.methods.emplace_back(method);
+    }
+  }
+  if (rule.methods.empty() || rule.methods.front() != "POST") {
+    return fail(Code::config_error,
+                "the agent's provider needs POST, which guardrails.methods does not allow");
+  }
+  if (url->path != "/") rule.paths.push_back(url->path);
+  InjectHeader key;
+  key.env = agent.key_env;
+  if (agent.api == "openai") {
+    key.name = "authorization";
+    key.prefix = "Bearer ";
+  } else {
+    key.name = "x-api-key";
+  }
+  rule.inject_headers.push_back(std::move(key));
+  return rule;
 }
 
 Result<Config> parse(std::string_view toml_text, std::string_view source_name) {

@@ -18,14 +18,22 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace pexi::config {
 
-// `"x-api-key" = { env = "ANTHROPIC_API_KEY" }`: a header the PEP sets after the decision.
+// `"x-api-key" = { env = "ANTHROPIC_API_KEY" }`: a header the PEP sets after the decision;
+// `"authorization" = { env = "OPENAI_API_KEY", prefix = "Bearer " }` sets "Bearer <value>".
 struct InjectHeader {
-  std::string name;  // header name, lower-cased
-  std::string env;   // host environment variable holding the value
+  InjectHeader() = default;
+  // Not an aggregate, so that `{name, env}` initialisers stay complete without a prefix.
+  InjectHeader(std::string name_in, std::string env_in, std::string prefix_in = {})
+      : name(std::move(name_in)), env(std::move(env_in)), prefix(std::move(prefix_in)) {}
+
+  std::string name;    // header name, lower-cased
+  std::string env;     // host environment variable holding the value
+  std::string prefix;  // written before the value (not secret, not redacted on its own)
 };
 
 struct Rule {
@@ -76,14 +84,19 @@ struct AuditConfig {
   std::vector<std::string> redact_query;    // extra query parameter names, lower-cased
 };
 
-// [agent] (DESIGN §8, contract): the model provider `pexi agent` uses. Parsed here so that a
-// pexi.toml written for the agent is not refused as having an unknown table.
+// [agent] (DESIGN §8, contract): the model provider `pexi agent` uses. When the table is
+// present, parse() also adds the default agent policy: a rule named kAgentProviderRule that
+// allows the base URL's host (and port, and path prefix) and injects the key there
+// (see agent_provider_rule), unless the file defines a rule of that name itself.
 struct AgentConfig {
+  bool configured = false;        // the file has an [agent] table
   std::string api = "anthropic";  // "anthropic" or "openai"
   std::string base_url = "https://api.anthropic.com";
   std::string model = "claude-sonnet-4-5";
   std::string key_env = "ANTHROPIC_API_KEY";  // host variable the PEP injects
 };
+
+inline constexpr std::string_view kAgentProviderRule = "agent-provider";
 
 struct Config {
   std::filesystem::path source;  // the file it came from, empty for defaults
@@ -93,6 +106,14 @@ struct Config {
   AuditConfig audit;
   AgentConfig agent;
 };
+
+// The default agent policy for `agent` (builtin engine): name kAgentProviderRule, hosts = the
+// base URL's host, ports = its port, methods POST and GET (those of `methods` that are allowed
+// at all; POST is required), paths = the base URL's path as a prefix (any path when it is "/"),
+// and the key injected as `x-api-key: <key>` (anthropic) or `authorization: Bearer <key>`
+// (openai) from the host variable agent.key_env. Code::config_error when the base URL is not
+// https (the PEP injects credentials over https only), has a query, or POST is not allowed.
+Result<Rule> agent_provider_rule(const AgentConfig& agent, const std::vector<std::string>& methods);
 
 // Reads environment variables; the default reads the process environment.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

@@ -302,7 +302,7 @@ Result<fetch::FetchRequest> Pipeline::prepare_fetch(const Verdict& verdict,
       return refuse("rule " + verdict.decision.rule + " injects " + inject.name + " from $" +
                     inject.env + ", which is not set on the host");
     erase_header(request.headers, inject.name);
-    request.headers.emplace_back(inject.name, *value);
+    request.headers.emplace_back(inject.name, inject.prefix + *value);
     for (auto& form : exposed_forms(*value)) exposed.push_back(std::move(form));
   }
   record.req_headers = request.headers;  // the audit log redacts injected values

@@ -54,7 +54,7 @@ paths = ["/v1/*", "/caf%c3%a9", "/x/%7euser"]
 ports = [443, 8443]
 [policy.rule.inject_headers]
 "X-Api-Key" = { env = "ANTHROPIC_API_KEY" }
-authorization = { env = "_TOKEN2" }
+authorization = { env = "_TOKEN2", prefix = "Bearer " }
 
 [[policy.rule]]
 hosts = ["10.0.0.1"]
@@ -96,8 +96,10 @@ TEST(ConfigParse, EveryKeyIsRead) {
   EXPECT_EQ(c.policy.engine, "builtin");
   EXPECT_EQ(c.policy.allow,
             (std::vector<std::string>{"example.com", "*.github.com", "::1", "127.0.0.1"}));
-  ASSERT_EQ(c.policy.rules.size(), 2u);
-  const Rule& r0 = c.policy.rules[0];
+  // [agent] adds the default agent policy first (agent_policy_test.cpp has the details).
+  ASSERT_EQ(c.policy.rules.size(), 3u);
+  EXPECT_EQ(c.policy.rules[0].name, "agent-provider");
+  const Rule& r0 = c.policy.rules[1];
   EXPECT_EQ(r0.name, "anthropic");
   EXPECT_EQ(r0.hosts, (std::vector<std::string>{"api.anthropic.com", "*.anthropic.com"}));
   EXPECT_EQ(r0.methods, (std::vector<std::string>{"POST", "GET"}));
@@ -108,7 +110,9 @@ TEST(ConfigParse, EveryKeyIsRead) {
   EXPECT_EQ(r0.inject_headers[0].env, "ANTHROPIC_API_KEY");
   EXPECT_EQ(r0.inject_headers[1].name, "authorization");
   EXPECT_EQ(r0.inject_headers[1].env, "_TOKEN2");
-  const Rule& r1 = c.policy.rules[1];
+  EXPECT_EQ(r0.inject_headers[0].prefix, "");
+  EXPECT_EQ(r0.inject_headers[1].prefix, "Bearer ");
+  const Rule& r1 = c.policy.rules[2];
   EXPECT_EQ(r1.name, "rule[1]");
   EXPECT_EQ(r1.hosts, (std::vector<std::string>{"10.0.0.1"}));
   EXPECT_TRUE(r1.methods.empty());
