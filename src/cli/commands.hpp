@@ -22,6 +22,8 @@ void add_ca_commands(CLI::App& app, Action& action);
 void add_proxy_commands(CLI::App& app, Action& action);
 void add_image_commands(CLI::App& app, Action& action);
 void add_vm_commands(CLI::App& app, Action& action);
+void add_browse_commands(CLI::App& app, Action& action);
+void add_agent_commands(CLI::App& app, Action& action);
 
 // Options shared by every command that loads a configuration.
 struct ConfigOptions {
