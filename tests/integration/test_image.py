@@ -200,7 +200,7 @@ def test_refuses_a_ca_file_that_holds_a_key(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--guest-init", str(PLACEHOLDER_INIT), "--profile", "nope"],
-     "unknown image profile 'nope' (known: base)"),
+     "unknown image profile 'nope' (known: base, agent)"),
     (["--guest-init", "/nonexistent/pexi-guest"], "guest init /nonexistent/pexi-guest not found"),
     (["--guest-init", str(PLACEHOLDER_INIT), "--ca-cert", "/nonexistent/ca.pem"],
      "CA certificate /nonexistent/ca.pem not found"),
