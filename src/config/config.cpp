@@ -968,7 +968,15 @@ Result<Rule> agent_provider_rule(const AgentConfig& agent,
     return fail(Code::config_error,
                 "the agent's provider needs POST, which guardrails.methods does not allow");
   }
-  if (url->path != "/") rule.paths.push_back(url->path);
+  if (url->path != "/") {
+    // Through the same canonicalisation as a written `paths` entry, so the rule matches what a
+    // request's canonical path can be.
+    auto pattern = canonical_path_pattern(url->path);
+    if (!pattern)
+      return fail(Code::config_error,
+                  quote_value(agent.base_url) + ": its path cannot be matched as a rule path");
+    rule.paths.push_back(*pattern);
+  }
   InjectHeader key;
   key.env = agent.key_env;
   if (agent.api == "openai") {
