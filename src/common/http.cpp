@@ -30,6 +30,26 @@ std::size_t erase_header(Headers& headers, std::string_view name) {
   return std::erase_if(headers, [&](const Header& h) { return iequals(h.first, name); });
 }
 
+std::string percent_encode(std::string_view text, std::string_view also_keep) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                            c == '~' || also_keep.find(ch) != std::string_view::npos;
+    if (unreserved) {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
 std::string_view front_name(Front front) noexcept {
   return front == Front::frame ? "frame" : "proxy";
 }

@@ -22,6 +22,10 @@ const std::string* find_header(const Headers& headers, std::string_view name) no
 // Removes every header named `name`; returns how many were removed.
 std::size_t erase_header(Headers& headers, std::string_view name);
 
+// `text` with every byte outside RFC 3986's unreserved set (and outside `also_keep`) written as
+// %XX, upper-case hex.
+std::string percent_encode(std::string_view text, std::string_view also_keep = {});
+
 // Which front a request came through (audit `front`, OPA `input.front`).
 enum class Front { frame, proxy };
 std::string_view front_name(Front front) noexcept;

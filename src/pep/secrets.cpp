@@ -1,5 +1,6 @@
 #include "pep/secrets.hpp"
 
+#include "common/http.hpp"
 #include "pep/frame_codec.hpp"
 
 #include <algorithm>
@@ -34,27 +35,6 @@ std::vector<std::string> Secrets::values() const {
   for (const auto& [name, value] : values_) out.push_back(value);
   return out;
 }
-
-namespace {
-
-std::string percent_encode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
-    if (unreserved) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 std::vector<std::string> exposed_forms(std::string_view secret) {
   constexpr std::size_t kMinForm = 12;

@@ -1,34 +1,12 @@
 #include "policy/opa_engine.hpp"
 
+#include "common/http.hpp"
 #include "common/log.hpp"
 #include "policy/opa_document.hpp"
 
 #include <chrono>
 
 namespace pexi::policy {
-namespace {
-
-// "pexi/decision" -> "pexi/decision"; anything outside RFC 3986 unreserved and '/' escaped, so
-// the configured path can never change the request line.
-std::string encode_data_path(std::string_view decision) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char ch : decision) {
-    const auto c = static_cast<unsigned char>(ch);
-    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
-    if (keep) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<OpaEngine>> OpaEngine::create(
     Options options, std::shared_ptr<const audit::Redactor> redactor) {
@@ -43,7 +21,9 @@ Result<std::unique_ptr<OpaEngine>> OpaEngine::create(
 
   std::unique_ptr<OpaEngine> engine(new OpaEngine);
   engine->decision_ = opa.decision;
-  engine->data_path_ = "/v1/data/" + encode_data_path(opa.decision);
+  // Anything outside RFC 3986 unreserved and '/' escaped, so the configured decision path can
+  // never change the request line.
+  engine->data_path_ = "/v1/data/" + percent_encode(opa.decision, "/");
   engine->redactor_ = std::move(redactor);
   const auto timeout = std::chrono::milliseconds(opa.timeout_ms == 0 ? 1 : opa.timeout_ms);
 
