@@ -71,6 +71,16 @@ def https_origin(test_ca):
     origin.stop()
 
 
+def read_audit(path, at_least=0, timeout=10):
+    """The audit records in `path`; waits (bounded) until there are `at_least` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.05)
+
+
 def toml_list(items):
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
@@ -121,9 +131,7 @@ class Pep:
                 sock.close()
 
     def records(self):
-        if not self.audit.exists():
-            return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+        return read_audit(self.audit)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -199,12 +207,7 @@ class Proxy:
     def records(self, at_least=0, timeout=10):
         """The audit records; waits (bounded) until there are `at_least` of them, because the
         proxy may record a failure just after the client saw it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.audit.read_text().splitlines() if self.audit.exists() else []
-            if len(lines) >= at_least or time.monotonic() > deadline:
-                return [json.loads(line) for line in lines]
-            time.sleep(0.05)
+        return read_audit(self.audit, at_least, timeout)
 
     def stop(self):
         if self.proc.poll() is None:

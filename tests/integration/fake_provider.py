@@ -29,6 +29,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from origins import read_request_body
+
 ANSWER_PREFIX = "pexi-fake-answer: "
 MODELS = ["claude-sonnet-4-5", "gpt-4o-mini", "pexi-fake-model"]
 CONTEXT_BLOCK = re.compile(r"<<<BEGIN_([A-Z_]+)>>>.*?<<<END_\1>>>", re.S)
@@ -78,20 +80,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     # --- plumbing ---------------------------------------------------------------------------
-
-    def _read_body(self):
-        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def _json(self, status, doc, extra=()):
         body = json.dumps(doc).encode()
@@ -158,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
                                                     "message": "Not found: " + path}})
 
     def do_POST(self):
-        body = self._read_body()
+        body = read_request_body(self)
         record = self._record(body)
         path = self.path.split("?", 1)[0]
         if path.endswith("/v1/messages"):

@@ -16,6 +16,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+def is_chunked(handler):
+    return "chunked" in (handler.headers.get("transfer-encoding") or "").lower()
+
+
+def read_request_body(handler):
+    """The request body of a BaseHTTPRequestHandler: chunked (trailers skipped) or by length."""
+    if is_chunked(handler):
+        body = b""
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return body
+            body += handler.rfile.read(size)
+            handler.rfile.readline()
+    length = int(handler.headers.get("content-length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pexi-test-origin"
@@ -24,19 +44,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _body(self):
-        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+        if is_chunked(self):
             self.server.chunked_requests += 1
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return body
-                body += self.rfile.read(size)
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_request_body(self)
 
     def _send(self, status, body=b"", headers=()):
         self.send_response(status)

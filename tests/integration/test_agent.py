@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fake_provider import ANSWER_PREFIX, FakeProvider, make_leaf
+from conftest import read_audit
 from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, qemu_processes_for
 
 AGENT_TIMEOUT = 1500       # seconds `pexi agent` may take (its --timeout), boot included
@@ -57,12 +58,7 @@ class AgentSession:
         return result
 
     def records(self, at_least=0, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.audit.read_text().splitlines() if self.audit.exists() else []
-            if len(lines) >= at_least or time.monotonic() > deadline:
-                return [json.loads(line) for line in lines]
-            time.sleep(0.05)
+        return read_audit(self.audit, at_least, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from origins import Handler, Origin, tls_context
+from conftest import read_audit
 from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, qemu_processes_for
 
 # A cold browse under TCG on a busy 2-core machine: boot (~10 s), Firefox's first start (up to
@@ -73,8 +74,7 @@ path = "{self.audit}"
         return result
 
     def records(self):
-        lines = self.audit.read_text().splitlines() if self.audit.exists() else []
-        return [json.loads(line) for line in lines]
+        return read_audit(self.audit)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import read_audit
 from sandbox import (BOOT_TIMEOUT, IMAGE_TIMEOUT, Home, key_probes, kill_leftovers, pid_alive,
                      qemu_processes_for, wait_gone)
 
@@ -64,12 +65,7 @@ class Session:
         return ["--config", str(self.config), *RESOLVE]
 
     def records(self, at_least=0, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.audit.read_text().splitlines() if self.audit.exists() else []
-            if len(lines) >= at_least or time.monotonic() > deadline:
-                return [json.loads(l) for l in lines]
-            time.sleep(0.05)
+        return read_audit(self.audit, at_least, timeout)
 
 
 @pytest.fixture(scope="module")
