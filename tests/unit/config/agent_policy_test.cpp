@@ -1,6 +1,7 @@
 // The default agent policy ([agent] adds the rule "agent-provider") and the `prefix` of
 // inject_headers entries.
 #include "config/config.hpp"
+#include "unit/config/parse_helpers.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,20 +12,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-Config parse_ok(std::string_view text) {
-  auto config = parse(text, "t.toml");
-  EXPECT_TRUE(config) << config.error().message;
-  return config ? *config : Config{};
-}
-
-std::string parse_error(std::string_view text) {
-  auto config = parse(text, "t.toml");
-  EXPECT_FALSE(config) << "parsed unexpectedly:\n" << text;
-  if (config) return {};
-  EXPECT_EQ(config.error().code, Code::config_error);
-  EXPECT_EQ(config.error().message.find('\n'), std::string::npos);
-  return config.error().message;
-}
+using testing::parse_error;
+using testing::parse_ok;
 
 TEST(InjectPrefix, IsReadAndOptional) {
   const Config c = parse_ok(R"toml(

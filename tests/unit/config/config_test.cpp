@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "unit/config/parse_helpers.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -14,19 +15,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-Config parse_ok(std::string_view text) {
-  auto config = parse(text, "t.toml");
-  EXPECT_TRUE(config) << config.error().message;
-  return config ? *config : Config{};
-}
-
-std::string parse_error(std::string_view text) {
-  auto config = parse(text, "t.toml");
-  EXPECT_FALSE(config) << "parsed unexpectedly:\n" << text;
-  if (config) return {};
-  EXPECT_EQ(config.error().code, Code::config_error);
-  return config.error().message;
-}
+using testing::parse_error;
+using testing::parse_ok;
 
 EnvLookup env_of(std::map<std::string, std::string> vars) {
   return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
