@@ -43,3 +43,11 @@ test_data_file_drives_the_list if {
 	count(hosts.allows) == 0 with input as fixtures.request("GET", "https", "example.com", 443, "/")
 		with data.hosts.allow as ["new.test"]
 }
+
+test_an_entry_may_cap_the_response_size if {
+	some a in hosts.allows with input as fixtures.request("GET", "https", "mirror.test", 443, "/iso")
+		with data.hosts.allow as [{"host": "mirror.test", "max_response_bytes": 1048576}]
+	a.max_response_bytes == 1048576
+	some b in hosts.allows with input as fixtures.request("GET", "https", "example.com", 443, "/")
+	not "max_response_bytes" in object.keys(b)
+}

@@ -43,6 +43,7 @@ int run_check(const CheckOptions& options) {
   out["code"] = d.allow ? boost::json::value(nullptr) : boost::json::value(code_name(d.code));
   out["rule"] = d.rule.empty() ? boost::json::value(nullptr) : boost::json::value(d.rule);
   out["reason"] = d.reason;
+  if (d.max_response_bytes) out["max_response_bytes"] = *d.max_response_bytes;  // only when set
   std::cout << boost::json::serialize(out) << '\n';
   return d.allow ? kOk : kFailure;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <limits>
 #include <string_view>
 
 namespace pexi::pep {
@@ -285,7 +286,9 @@ Result<fetch::FetchRequest> Pipeline::prepare_fetch(const Verdict& verdict,
   request.url = *verdict.url;
   request.headers = forwarded;
   request.addresses = verdict.addresses;
-  request.max_response_bytes = decider_->guardrails().max_response_bytes();
+  request.max_response_bytes = std::min(
+      decider_->guardrails().max_response_bytes(),
+      verdict.decision.max_response_bytes.value_or(std::numeric_limits<std::uint64_t>::max()));
   request.cancel = &cancelled_;
   if (!verdict.decision.inject.empty()) {
     // Credentials only travel encrypted; a cleartext hop to the same host gets none.

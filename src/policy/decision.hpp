@@ -34,6 +34,9 @@ struct Decision {
   std::string rule;                          // the rule that allowed, or "" when none matched
   std::string reason;                        // human-readable, guest-visible
   std::vector<config::InjectHeader> inject;  // headers to set on the way out (allow only)
+  // A lower response body cap for this request (allow only). It can only tighten
+  // [guardrails] max_response_bytes: a policy must not be able to lift a guardrail.
+  std::optional<std::uint64_t> max_response_bytes;
 
   static Decision allowed(std::string rule, std::string reason = {},
                           std::vector<config::InjectHeader> inject = {});

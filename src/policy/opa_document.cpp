@@ -199,8 +199,10 @@ pexi::Result<OpaResult> parse_answer(std::string_view body, std::string_view dec
 Decision to_decision(OpaResult result, std::string_view decision) {
   const std::string where = "opa:" + std::string(decision);
   if (result.allow) {
-    return Decision::allowed(result.rule.value_or(where), std::move(result.reason),
-                             std::move(result.inject));
+    Decision allowed = Decision::allowed(result.rule.value_or(where), std::move(result.reason),
+                                         std::move(result.inject));
+    allowed.max_response_bytes = result.max_response_bytes;
+    return allowed;
   }
   if (result.reason.empty()) result.reason = "denied by OPA policy " + std::string(decision);
   return Decision::denied(Code::denied_by_policy, std::move(result.reason),

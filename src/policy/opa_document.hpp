@@ -58,7 +58,7 @@ struct OpaResult {
   std::string reason;
   std::optional<std::string> rule;
   std::vector<config::InjectHeader> inject;         // empty when absent
-  std::optional<std::uint64_t> max_response_bytes;  // accepted, not yet enforced (docs/opa.md)
+  std::optional<std::uint64_t> max_response_bytes;  // lowers the guardrail cap (allow only)
 };
 
 // Validates the value at data.<decision> against the result schema. On failure the error

@@ -61,10 +61,6 @@ Decision OpaEngine::decide(const DecisionInput& input) {
   auto result = opa::parse_answer(answer->body, decision_);
   if (!result) return failed(result.error().message, {});
   if (failing_.exchange(false)) log_info("opa: decisions work again");
-  if (result->max_response_bytes && !warned_cap_.exchange(true))
-    log_info(
-        "opa: max_response_bytes in OPA results is accepted but not enforced yet "
-        "(docs/opa.md); [guardrails] max_response_bytes applies");
   return opa::to_decision(std::move(*result), decision_);
 }
 

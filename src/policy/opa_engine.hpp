@@ -64,7 +64,6 @@ class OpaEngine final : public Engine {
   std::unique_ptr<opa::ManagedServer> server_;  // declared before client_: outlives it
   std::unique_ptr<opa::Client> client_;
   std::atomic<bool> failing_{false};
-  std::atomic<bool> warned_cap_{false};
 };
 
 }  // namespace pexi::policy

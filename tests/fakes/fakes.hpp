@@ -91,6 +91,7 @@ class ScriptedFetcher final : public fetch::Fetcher {
     Headers headers;
     std::string body;
     std::vector<net::Address> addresses;
+    std::uint64_t max_response_bytes = 0;
   };
 
   void on(const std::string& href, Reply reply) {
@@ -103,7 +104,7 @@ class ScriptedFetcher final : public fetch::Fetcher {
     {
       std::lock_guard lock(mutex_);
       seen_.push_back({request.method, request.url.href(), request.headers,
-                       std::string(request.body), request.addresses});
+                       std::string(request.body), request.addresses, request.max_response_bytes});
       auto it = replies_.find(request.url.href());
       reply = it == replies_.end() ? Reply{404, {}, "not found", std::nullopt} : it->second;
     }

@@ -188,6 +188,31 @@ def test_redirect_hops_are_decided_by_opa_again(start_pep, policies, http_origin
     assert http_origin.hits == before + 1
 
 
+def test_a_policy_response_cap_is_enforced_and_never_lifts_the_guardrail(
+        start_pep, tmp_path, policies, http_origin, test_ca):
+    http = http_origin.port
+    (policies / "hosts" / "data.json").write_text(json.dumps({"allow": [
+        {"host": "origin.test", "ports": [http], "max_response_bytes": 1000},
+        {"host": "api.origin.test", "ports": [http], "max_response_bytes": 10**9}]}))
+    cfg = managed_config(test_ca, policies).replace("max_redirects = 3", "max_redirects = 3\nmax_response_bytes = 4000")
+    pep = start_pep(cfg, RESOLVE)
+    assert pep.request("GET", f"http://origin.test:{http}/bytes/1000")["status"] == 200
+    over = pep.request("GET", f"http://origin.test:{http}/bytes/1001")
+    assert "response exceeds 1000 bytes" in over["error"]["message"], over
+    # The policy's larger cap does not lift [guardrails] max_response_bytes.
+    assert pep.request("GET", f"http://api.origin.test:{http}/bytes/4000")["status"] == 200
+    guarded = pep.request("GET", f"http://api.origin.test:{http}/bytes/4001")
+    assert "response exceeds 4000 bytes" in guarded["error"]["message"], guarded
+    records = pep.records()
+    assert [r["rule"] for r in records] == ["hosts:origin.test"] * 2 + ["hosts:api.origin.test"] * 2
+    assert [r["code"] for r in records] == [None, over["error"]["code"], None, guarded["error"]["code"]]
+
+    cfg_file = tmp_path / "capped.toml"
+    cfg_file.write_text(cfg)
+    check = run_pexi("policy", "check", "--config", str(cfg_file), "GET", f"http://origin.test:{http}/")
+    assert json.loads(check.stdout)["max_response_bytes"] == 1000
+
+
 def test_per_sandbox_rules_follow_pep_serve_sandbox(start_pep, policies, http_origin, test_ca):
     pep = start_pep(managed_config(test_ca, policies), RESOLVE + ["--sandbox", "quarantine"])
     answer = pep.request("GET", f"http://origin.test:{http_origin.port}/echo")

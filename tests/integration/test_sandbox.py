@@ -21,6 +21,7 @@ import pytest
 from conftest import read_audit
 from sandbox import (BOOT_TIMEOUT, IMAGE_TIMEOUT, Home, key_probes, kill_leftovers, pid_alive,
                      qemu_processes_for, wait_gone)
+from test_opa import policy_dir
 
 pytestmark = pytest.mark.timeout(BOOT_TIMEOUT + 300)
 
@@ -373,6 +374,59 @@ def test_two_sandboxes_side_by_side_each_audited_under_its_name(session):
             assert session.h.down(name).returncode == 0
     for name in ("alpha", "beta"):
         assert not qemu_processes_for(session.h.state_dir(name))
+
+
+def test_a_sandbox_decides_with_opa(session, tmp_path, https_origin, http_origin, test_ca):
+    """engine = "opa": the sandbox's PEP asks a managed OPA running the repository's example
+    policy, and OPA sees the sandbox's name (`review` may only read)."""
+    policies = policy_dir(tmp_path, http_origin, https_origin)
+    config = tmp_path / "opa.toml"
+    audit = tmp_path / "audit.jsonl"
+    config.write_text(f"""
+[policy]
+engine = "opa"
+
+[policy.opa]
+policy_dir = "{policies}"
+
+[guardrails]
+allow_private = ["127.0.0.1/32"]
+
+[fetch]
+extra_ca = ["{test_ca['ca']}"]
+
+[audit]
+path = "{audit}"
+""")
+    session.h.up("review", "--config", str(config), *RESOLVE)
+    try:
+        url = f"https://origin.test:{session.https.port}/echo"
+        got = session.h.exec("review", "curl", "-sS", "--max-time", "60", url)
+        assert got.returncode == 0 and '"method": "GET"' in got.out, session.h.explain(got)
+        post = session.h.exec("review", "curl", "-sS", "--max-time", "60", "-d", "x", url)
+        assert "sandbox review may only read (GET, HEAD), not POST" in post.out, session.h.explain(post)
+        other = session.h.exec("review", "curl", "-sS", "--max-time", "60", "https://denied.example/")
+        assert other.returncode != 0 and "403" in other.err, session.h.explain(other)
+        records = read_audit(audit, 3)
+        decided = [(r["method"], r["decision"], r["rule"] or None) for r in records if r["vm"] == "review"]
+        assert ("GET", "allow", "hosts:origin.test") in decided, records
+        assert ("POST", "deny", "sandbox-read-only") in decided, records
+        assert ("CONNECT", "deny", None) in decided, records
+    finally:
+        assert session.h.down("review").returncode == 0
+    assert not qemu_processes_for(session.h.state_dir("review"))
+    assert not processes_naming(policies), "OPA must stop with the sandbox"
+
+
+def processes_naming(path):
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
 
 
 def test_kill_9_of_the_supervisor_leaves_no_qemu(session):

@@ -406,6 +406,41 @@ TEST_F(PipelineTest, RejectAuditsOneRecord) {
   EXPECT_FALSE(records[0].allow);
 }
 
+// Allows everything with a fixed response cap, as an OPA result with max_response_bytes does.
+class CappingEngine final : public policy::Engine {
+ public:
+  explicit CappingEngine(std::uint64_t cap) : cap_(cap) {}
+  policy::Decision decide(const policy::DecisionInput&) override {
+    policy::Decision d = policy::Decision::allowed("capped");
+    d.max_response_bytes = cap_;
+    return d;
+  }
+
+ private:
+  std::uint64_t cap_;
+};
+
+TEST_F(PipelineTest, PolicyCapLowersTheGuardrailCapButNeverRaisesIt) {
+  config.guardrails.max_response_bytes = 1000;
+  const auto fetch_cap = [&](std::uint64_t policy_cap) {
+    auto fetcher_here = std::make_shared<ScriptedFetcher>();
+    fetcher_here->on("https://allowed.test/big", {200, {}, "x", std::nullopt});
+    auto decider = std::make_shared<const Decider>(
+        std::make_shared<CappingEngine>(policy_cap), policy::Guardrails(config.guardrails),
+        net::AddressGuard{},
+        std::make_shared<net::OverrideResolver>(std::map<std::string, std::vector<Address>>{},
+                                                resolver));
+    Pipeline pipeline(decider, fetcher_here, audit_sink, std::make_shared<const Secrets>());
+    auto response = pipeline.handle(request("GET", "https://allowed.test/big"));
+    EXPECT_TRUE(response) << response.error().message;
+    auto seen = fetcher_here->seen();
+    return seen.empty() ? std::uint64_t{0} : seen[0].max_response_bytes;
+  };
+  EXPECT_EQ(fetch_cap(10), 10u);
+  EXPECT_EQ(fetch_cap(0), 0u);        // a policy may allow headers only
+  EXPECT_EQ(fetch_cap(5000), 1000u);  // the guardrail stays the ceiling
+}
+
 TEST(ForwardableHeaders, KeepsEndToEndHeadersInOrder) {
   EXPECT_EQ(forwardable_headers(
                 {{"A", "1"}, {"connection", "keep-alive"}, {"B", "2"}, {"upgrade", "h2c"}}),

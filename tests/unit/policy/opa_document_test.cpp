@@ -323,6 +323,15 @@ TEST(OpaDecision, RuleAndReasonAreCarriedOver) {
   EXPECT_EQ(silent.reason, "denied by OPA policy x/y");
 }
 
+TEST(OpaDecision, ResponseCapTravelsWithAnAllowOnly) {
+  const Decision capped = to_decision({true, "ok", std::nullopt, {}, 4096}, "pexi/decision");
+  EXPECT_EQ(capped.max_response_bytes, std::optional<std::uint64_t>(4096));
+  const Decision uncapped = to_decision({true, "ok", std::nullopt, {}, std::nullopt}, "p/d");
+  EXPECT_FALSE(uncapped.max_response_bytes);
+  const Decision denied = to_decision({false, "no", std::nullopt, {}, 4096}, "pexi/decision");
+  EXPECT_FALSE(denied.max_response_bytes);
+}
+
 // ---------------------------------------------------------------------------------------------
 // docs/opa.md's JSON Schemas describe exactly what the code does.
 
