@@ -152,7 +152,7 @@ Result<vm::SandboxOptions> prepare(const UpOptions& o, bool show_image_progress)
   s.name = o.name;
   s.home = pexi_home();
   PEXI_TRY_ASSIGN(s.config, config::load(o.config.config_path));
-  PEXI_TRY_ASSIGN(s.overrides, pep::parse_resolve_overrides(o.config.resolve));
+  PEXI_TRY(pep::parse_resolve_overrides(o.config.resolve));  // the PEP parses them again
   s.cpus = o.cpus;
   s.memory_mib = o.memory_mib;
   PEXI_TRY_ASSIGN(s.accel, vm::parse_accel_request(o.accel));
@@ -169,6 +169,7 @@ Result<vm::SandboxOptions> prepare(const UpOptions& o, bool show_image_progress)
     if (ec) return fail(Code::usage_error, "workspace " + *o.workspace + ": " + ec.message());
     PEXI_TRY(check_workspace(*s.workspace, o.config, s.config));
   }
+  s.pep_command = sandbox_pep_command(o.name, o.config, s.workspace);
   PEXI_TRY_ASSIGN(s.guest_binary, find_guest_binary());
   image::EnsureOptions image_options;
   image_options.profile = o.profile;
@@ -750,6 +751,13 @@ int run_down(const std::string& name, unsigned timeout_seconds) {
 }
 
 bool sandbox_running(const std::string& name) { return running_status(name).has_value(); }
+
+Result<vm::Status> sandbox_status(const std::string& name) { return running_status(name); }
+
+Result<void> check_workspace_exposure(const fs::path& workspace, const ConfigOptions& options,
+                                      const config::Config& config) {
+  return check_workspace(workspace, options, config);
+}
 
 int exec_in_sandbox(const ExecOptions& o) {
   static SignalPipe signals;  // one signal thread per process

@@ -22,6 +22,7 @@ void add_ca_commands(CLI::App& app, Action& action);
 void add_proxy_commands(CLI::App& app, Action& action);
 void add_image_commands(CLI::App& app, Action& action);
 void add_vm_commands(CLI::App& app, Action& action);
+void add_sandbox_pep_commands(CLI::App& app, Action& action);
 void add_browse_commands(CLI::App& app, Action& action);
 void add_agent_commands(CLI::App& app, Action& action);
 

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   add_proxy_commands(app, action);
   add_image_commands(app, action);
   add_vm_commands(app, action);
+  add_sandbox_pep_commands(app, action);
   add_browse_commands(app, action);
   add_agent_commands(app, action);
 

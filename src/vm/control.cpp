@@ -1,5 +1,7 @@
 #include "vm/control.hpp"
 
+#include "vm/unix_socket.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -43,17 +45,11 @@ std::optional<std::string> read_control_line(int fd, std::chrono::milliseconds t
 }
 
 Result<UniqueFd> connect_control(const std::filesystem::path& socket_path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return fail(Code::io_error, "socket: " + errno_text(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string path = socket_path.string();
-  if (path.size() >= sizeof addr.sun_path)
-    return fail(Code::io_error, "control socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return fail(Code::io_error, "cannot reach the sandbox's supervisor (" + errno_text(errno) + ")",
-                path);
+  auto fd = connect_unix(socket_path);
+  if (!fd)
+    return fail(Code::io_error,
+                "cannot reach the sandbox's supervisor (" + fd.error().message + ")",
+                socket_path.string());
   return fd;
 }
 

@@ -46,6 +46,9 @@ SandboxPaths sandbox_paths(const fs::path& home, std::string_view name) {
   p.console = p.dir / "console.log";
   p.qemu_log = p.dir / "qemu.log";
   p.supervisor_log = p.dir / "supervisor.log";
+  p.pep_proxy = p.dir / "pep-proxy.sock";
+  p.pep_frame = p.dir / "pep-frame.sock";
+  p.pep_log = p.dir / "pep.log";
   return p;
 }
 
@@ -110,6 +113,8 @@ std::string to_json(const Status& s) {
       {"state", state_name(s.state)},
       {"supervisor", process_json(s.supervisor)},
       {"qemu", process_json(s.qemu)},
+      {"pep", process_json(s.pep)},
+      {"pep_restarts", s.pep_restarts},
       {"accel", s.accel},
       {"accel_reason", s.accel_reason},
       {"cpus", s.cpus},
@@ -140,6 +145,8 @@ Result<Status> status_from_json(std::string_view text_in) {
   s.state = *state;
   s.supervisor = process_from(o, "supervisor");
   s.qemu = process_from(o, "qemu");
+  s.pep = process_from(o, "pep");
+  s.pep_restarts = static_cast<unsigned>(integer(o, "pep_restarts"));
   s.accel = text(o, "accel");
   s.accel_reason = text(o, "accel_reason");
   s.cpus = static_cast<unsigned>(integer(o, "cpus"));

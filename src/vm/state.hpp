@@ -6,10 +6,13 @@
 //   status.json     written atomically (temporary file + rename) at every state change
 //   control.sock    the supervisor's control socket (exec, status, shutdown)
 //   channel.sock    the host end of the virtio-serial channel (QEMU connects to it)
+//   pep-proxy.sock  the sandbox's PEP process: its proxy front and its frame front, to which the
+//   pep-frame.sock  supervisor relays guest streams
 //   initrd.img      the image's initramfs + this boot's archive (CA certificate, pexi-guest)
 //   console.log     the guest's serial console
 //   qemu.log        QEMU's own stdout/stderr
 //   supervisor.log  the supervisor's diagnostics
+//   pep.log         the PEP process's own output
 //
 // The recorded state is what the supervisor last wrote; the observed state also checks that the
 // recorded processes still exist with their recorded start times (observe()).
@@ -40,6 +43,9 @@ struct SandboxPaths {
   std::filesystem::path console;
   std::filesystem::path qemu_log;
   std::filesystem::path supervisor_log;
+  std::filesystem::path pep_proxy;
+  std::filesystem::path pep_frame;
+  std::filesystem::path pep_log;
 };
 std::filesystem::path sandboxes_dir(const std::filesystem::path& home);
 SandboxPaths sandbox_paths(const std::filesystem::path& home, std::string_view name);
@@ -53,8 +59,10 @@ struct Status {
   State state = State::stopped;
   std::optional<ProcessRef> supervisor;
   std::optional<ProcessRef> qemu;
-  std::string accel;         // "kvm" / "tcg"
-  std::string accel_reason;  // why (the probe's verdict)
+  std::optional<ProcessRef> pep;  // the PEP process, while it runs
+  unsigned pep_restarts = 0;      // how often it was started again (crashes, `pexi reload`)
+  std::string accel;              // "kvm" / "tcg"
+  std::string accel_reason;       // why (the probe's verdict)
   unsigned cpus = 0;
   unsigned memory_mib = 0;
   std::string workspace;  // host directory shared as /workspace, or ""

@@ -3,16 +3,15 @@
 #include "common/paths.hpp"
 #include "common/utf8.hpp"
 #include "mux/control.hpp"
-#include "pep/frame_server.hpp"
-#include "proxy/server.hpp"
 #include "tls/ca.hpp"
-#include "tls/leaf_minter.hpp"
 #include "vm/boot_archive.hpp"
 #include "vm/channel.hpp"
 #include "vm/control.hpp"
 #include "vm/event_loop.hpp"
+#include "vm/pep_process.hpp"
 #include "vm/process.hpp"
 #include "vm/qemu.hpp"
+#include "vm/unix_socket.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -25,10 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 
 #include <condition_variable>
@@ -36,6 +31,7 @@
 #include <ctime>
 #include <deque>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -44,7 +40,6 @@
 namespace pexi::vm {
 
 namespace fs = std::filesystem;
-namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 namespace {
@@ -55,24 +50,6 @@ constexpr auto kControlLineTimeout = 10s;
 // console.log is written by the guest (the serial console) as fast as it likes; above this it is
 // truncated (QEMU opens it for appending) instead of filling the host's disk.
 constexpr std::uintmax_t kConsoleLogCap = 16u << 20;
-
-Result<UniqueFd> listen_unix(const fs::path& path) {
-  ::unlink(path.c_str());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return fail(Code::io_error, "socket: " + errno_text(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string p = path.string();
-  if (p.size() >= sizeof addr.sun_path)
-    return fail(Code::io_error, "socket path too long (move PEXI_HOME somewhere shorter): " + p);
-  std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
-  const mode_t old = ::umask(0177);  // 0600 from the moment it exists
-  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::umask(old);
-  if (rc != 0 || ::listen(fd.get(), 64) != 0)
-    return fail(Code::io_error, "cannot listen on " + p + ": " + errno_text(errno));
-  return fd;
-}
 
 Result<std::string> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -144,18 +121,9 @@ struct Supervisor::Impl {
   std::optional<int> qemu_wait_status;
   bool shutdown_requested = false;
 
-  // The sandbox's PEP.
-  pep::Runtime runtime;
-  std::shared_ptr<tls::LeafMinter> minter;
-  std::unique_ptr<proxy::ProxyServer> proxy;
-  asio::io_context io{1};
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> io_work;
-  std::thread io_thread;
-  std::unique_ptr<asio::thread_pool> workers;
-  std::unique_ptr<pep::FrameServer> frame;
-
   // The driver thread's state (touched only on the loop thread once it runs).
   EventLoop loop;
+  std::unique_ptr<PepProcess> pep;  // the sandbox's PEP, a process of its own
   std::thread loop_thread;
   UniqueFd channel_listener;
   UniqueFd control_listener;
@@ -208,8 +176,11 @@ struct Supervisor::Impl {
     PEXI_TRY(ensure_private_dir(paths.dir));
     PEXI_TRY_ASSIGN(StateLock held, StateLock::acquire(paths, options.name));
     lock.emplace(std::move(held));
-    for (const auto& stale : {paths.channel, paths.control, paths.initrd}) ::unlink(stale.c_str());
+    for (const auto& stale :
+         {paths.channel, paths.control, paths.initrd, paths.pep_proxy, paths.pep_frame})
+      ::unlink(stale.c_str());
     { std::ofstream truncate(paths.supervisor_log, std::ios::app); }
+    { std::ofstream truncate(paths.pep_log, std::ios::trunc); }
 
     const auto now = static_cast<std::int64_t>(std::time(nullptr));
     status = Status{};
@@ -254,24 +225,26 @@ struct Supervisor::Impl {
   }
 
   Result<void> start_pep() {
-    PEXI_TRY_ASSIGN(runtime, pep::make_runtime(options.config, options.overrides));
-    PEXI_TRY_ASSIGN(auto ca, tls::CertificateAuthority::load_or_create(options.home / "ca"));
-    PEXI_TRY_ASSIGN(auto leaves, tls::LeafMinter::create(ca));
-    minter = std::move(leaves);
-    proxy::CertificateSource certificates =
-        [leaves = minter](const std::string& host) -> Result<std::shared_ptr<SSL_CTX>> {
-      return leaves->context_for(host);
+    PepProcess::Options o;
+    o.argv = options.pep_command;
+    for (const auto& [flag, path] : {std::pair{"--proxy-socket", paths.pep_proxy},
+                                     std::pair{"--frame-socket", paths.pep_frame}}) {
+      o.argv.emplace_back(flag);
+      o.argv.push_back(path.string());
+    }
+    o.proxy_socket = paths.pep_proxy;
+    o.frame_socket = paths.pep_frame;
+    o.log = paths.pep_log;
+    o.diag = [this](const std::string& line) { diag("sandbox " + options.name + ": " + line); };
+    o.changed = [this](const std::optional<ProcessRef>& process, unsigned restarts) {
+      {
+        std::lock_guard guard(mutex);
+        status.pep = process;
+        status.pep_restarts = restarts;
+      }
+      save_status();
     };
-    proxy::ProxyServer::Options proxy_options;
-    proxy_options.session.sandbox = options.name;
-    proxy_options.session.extra_ca = options.config.fetch.extra_ca;
-    proxy = std::make_unique<proxy::ProxyServer>(runtime.pipeline, certificates, proxy_options);
-    workers = std::make_unique<asio::thread_pool>(16);
-    pep::FrameServer::Options frame_options;
-    frame_options.sandbox = options.name;
-    frame = std::make_unique<pep::FrameServer>(io, *workers, runtime.pipeline, frame_options);
-    io_work.emplace(io.get_executor());
-    io_thread = std::thread([this] { io.run(); });
+    PEXI_TRY_ASSIGN(pep, PepProcess::start(loop, std::move(o)));
     return {};
   }
 
@@ -464,17 +437,14 @@ struct Supervisor::Impl {
                       "the host offers no service '" + service + "'");
       return;
     }
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-      channel->reject(id, mux::ErrorCode::unavailable, "socketpair: " + errno_text(errno));
+    // The PEP decides; while it is down (crashed, restarting) the stream is refused, and the
+    // guest's client sees its connection reset.
+    auto upstream = pep->connect(to_proxy);
+    if (!upstream) {
+      channel->reject(id, mux::ErrorCode::unavailable, upstream.error().message);
       return;
     }
-    UniqueFd ours(pair[0]);
-    if (to_proxy)
-      proxy->adopt(pair[1]);
-    else
-      frame->adopt(pair[1]);
-    (void)channel->accept_relay(id, std::move(ours), {});
+    (void)channel->accept_relay(id, std::move(*upstream), {});
   }
 
   void on_control(std::string_view bytes) {
@@ -575,6 +545,10 @@ struct Supervisor::Impl {
     } else if (name == "shutdown") {
       answer(fd.get(), control_ok());
       begin_shutdown();
+    } else if (name == "reload") {
+      // The PEP process starts again and reads the config anew; the guest keeps running.
+      pep->restart();
+      answer(fd.get(), control_ok());
     } else if (name == "exec") {
       start_exec(std::move(fd), *request);
     } else {
@@ -682,41 +656,30 @@ struct Supervisor::Impl {
       }
     }
     if (loop_thread.joinable()) {
-      loop.post([this] {
+      // The PEP is stopped on the loop thread, which restarts it and (for a restarted one) is
+      // the parent its death signal follows.
+      std::promise<void> pep_stopped;
+      auto stopped = pep_stopped.get_future();
+      loop.post([this, &pep_stopped] {
         if (channel) channel->close("the sandbox is stopping");
         for (auto& [raw, c] : clients) {
           loop.unwatch(c.watch);
           loop.cancel(c.timer);
         }
         clients.clear();
+        if (pep) pep->stop();
+        pep_stopped.set_value();
       });
+      stopped.wait_for(30s);
       loop.stop();
       loop_thread.join();
     }
+    if (pep) pep->stop();  // the loop never ran (a failed boot), or the task did not
+    pep.reset();
     channel.reset();
     closed_channel.reset();
-    if (proxy) {
-      std::thread canceller([pipeline = runtime.pipeline, this] {
-        for (int i = 0; i < 30 && proxy->connection_count() > 0; ++i)
-          std::this_thread::sleep_for(100ms);
-        if (pipeline) pipeline->cancel_all();
-      });
-      proxy->stop();
-      canceller.join();
-    }
-    if (frame) {
-      asio::post(io, [this] { frame->stop(); });
-    }
-    if (io_thread.joinable()) {
-      io_work.reset();
-      // Connections still in flight end with the io_context.
-      asio::post(io, [this] { io.stop(); });
-      io_thread.join();
-    }
-    frame.reset();
-    if (workers) workers->join();
-    ::unlink(paths.channel.c_str());
-    ::unlink(paths.control.c_str());
+    for (const auto& socket : {paths.channel, paths.control, paths.pep_proxy, paths.pep_frame})
+      ::unlink(socket.c_str());
   }
 };
 

@@ -1,16 +1,14 @@
 #pragma once
-// The host side of one sandbox (docs/vm.md): the state directory, the sandbox's PEP (its own
-// pipeline from the config given at `up`, audit `vm` = the sandbox name, a proxy front and a
-// frame front fed connection by connection), QEMU, the channel driver that relays the guest's
-// streams to those fronts, and the control socket through which `exec`, `status` and `down`
-// reach it.
+// The host side of one sandbox (docs/vm.md): the state directory, the sandbox's PEP (a process
+// of its own, vm/sandbox_pep.hpp, restarted whenever it ends while the guest runs), QEMU, the
+// channel driver that relays the guest's streams to the PEP's fronts, and the control socket
+// through which `exec`, `status`, `reload` and `down` reach it.
 //
 //   thread        runs
-//   caller        boot(), then wait(): QEMU is spawned from it, so it must live as long as
-//                 QEMU should (the parent-death signal follows the spawning thread)
-//   driver        an EventLoop: the channel (mux::Session), the control socket, QEMU's pidfd
-//   frame io      the FrameServer's io_context (+ a worker pool for pipeline work)
-//   proxy         the ProxyServer's connection threads
+//   caller        boot(), then wait(): QEMU and the first PEP are spawned from it, so it must
+//                 live as long as they should (the parent-death signal follows that thread)
+//   driver        an EventLoop: the channel (mux::Session), the control socket, QEMU's and the
+//                 PEP's pidfds; it spawns restarted PEPs
 //
 // Shutdown: SHUTDOWN on the control stream (the guest syncs and powers off, QEMU exits because
 // of -no-reboot); SIGTERM to QEMU after 15 s, SIGKILL after 5 s more. A QEMU that exits without
@@ -21,7 +19,6 @@
 #include "common/error.hpp"
 #include "config/config.hpp"
 #include "image/image.hpp"
-#include "pep/runtime.hpp"
 #include "vm/accel.hpp"
 #include "vm/state.hpp"
 
@@ -31,14 +28,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace pexi::vm {
 
 struct SandboxOptions {
   std::string name = "default";
   std::filesystem::path home;  // PEXI_HOME
-  config::Config config;
-  pep::ResolveOverrides overrides;
+  config::Config config;       // as the PEP will load it (checked before anything starts)
+  // The PEP's command line (`pexi __pep --name N [--config F] [--resolve …]`); the supervisor
+  // adds the socket paths.
+  std::vector<std::string> pep_command;
   unsigned cpus = 1;
   unsigned memory_mib = 1024;
   std::optional<std::filesystem::path> workspace;

@@ -42,7 +42,7 @@ class Home:
         parts = [f"pexi {' '.join(map(str, args))} -> {result.returncode}",
                  f"stdout: {result.out[-3000:]}", f"stderr: {result.err[-3000:]}"]
         for d in sorted((self.home / "sandboxes").glob("*")):
-            for name in ("status.json", "supervisor.log", "qemu.log", "console.log"):
+            for name in ("status.json", "supervisor.log", "pep.log", "qemu.log", "console.log"):
                 f = d / name
                 if f.exists():
                     text = f.read_text(errors="replace")[-2500:]
@@ -103,8 +103,9 @@ def wait_gone(pid, timeout=30):
     return False
 
 
-def qemu_processes_for(state_dir):
-    """Pids of QEMU processes whose command line names this state directory."""
+def sandbox_processes_for(state_dir):
+    """Pids of the processes a sandbox runs besides its supervisor — QEMU and the PEP
+    (`pexi __pep`) — found by their command lines naming its state directory."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -113,17 +114,17 @@ def qemu_processes_for(state_dir):
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and any(
-                str(state_dir).encode() in arg for arg in cmdline):
+        ours = cmdline and (cmdline[0].endswith(b"qemu-system-x86_64") or b"__pep" in cmdline)
+        if ours and any(str(state_dir).encode() in arg for arg in cmdline):
             if pid_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
 
 def kill_leftovers(home):
-    """Last resort after a failed test: no QEMU of this session may survive it."""
+    """Last resort after a failed test: no QEMU or PEP of this session may survive it."""
     for d in (home.home / "sandboxes").glob("*"):
-        for pid in qemu_processes_for(d):
+        for pid in sandbox_processes_for(d):
             os.kill(pid, signal.SIGKILL)
 
 

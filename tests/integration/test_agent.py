@@ -15,7 +15,7 @@ import pytest
 
 from fake_provider import ANSWER_PREFIX, FakeProvider, make_leaf
 from conftest import read_audit
-from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, qemu_processes_for
+from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, sandbox_processes_for
 
 AGENT_TIMEOUT = 1500       # seconds `pexi agent` may take (its --timeout), boot included
 pytestmark = pytest.mark.timeout(IMAGE_TIMEOUT + AGENT_TIMEOUT + 300)
@@ -71,7 +71,7 @@ def session(tmp_path_factory, test_ca):
         for name in (SANDBOX, "agent-openai"):
             if s.h.state_dir(name).exists():
                 s.h.down(name)
-                assert not qemu_processes_for(s.h.state_dir(name)), f"QEMU of {name} left behind"
+                assert not sandbox_processes_for(s.h.state_dir(name)), f"QEMU or PEP of {name} left behind"
     finally:
         kill_leftovers(s.h)
         s.provider.stop()
@@ -261,7 +261,7 @@ def test_openai_run_answers_with_a_bearer_token(session, test_ca, answered):
         assert call["headers"]["authorization"] == "Bearer " + session.key
         assert call["body"]["model"] == "gpt-4o-mini"
     # --rm: stopped afterwards, no QEMU left.
-    assert not qemu_processes_for(session.h.state_dir("agent-openai"))
+    assert not sandbox_processes_for(session.h.state_dir("agent-openai"))
     assert session.h.status()["agent-openai"]["state"] == "stopped"
     records = [r for r in session.records() if r.get("vm") == "agent-openai"]
     assert records and all(r["rule"] == "agent-provider" for r in records), records

@@ -14,7 +14,7 @@ import pytest
 
 from origins import Handler, Origin, tls_context
 from conftest import read_audit
-from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, qemu_processes_for
+from sandbox import IMAGE_TIMEOUT, Home, kill_leftovers, sandbox_processes_for
 
 # A cold browse under TCG on a busy 2-core machine: boot (~10 s), Firefox's first start (up to
 # ~3 min), the page. Every browse is bounded by --timeout and the subprocess timeout above it.
@@ -86,7 +86,7 @@ def session(tmp_path_factory, test_ca):
     try:
         down = s.h.down(NAME)
         assert down.returncode == 0, s.h.explain(down, ("down", NAME))
-        assert not qemu_processes_for(s.h.state_dir(NAME)), "down leaves no QEMU behind"
+        assert not sandbox_processes_for(s.h.state_dir(NAME)), "down leaves no QEMU or PEP behind"
     finally:
         kill_leftovers(s.h)
         s.origin.stop()

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import read_audit
 from sandbox import (BOOT_TIMEOUT, IMAGE_TIMEOUT, Home, key_probes, kill_leftovers, pid_alive,
-                     qemu_processes_for, wait_gone)
+                     sandbox_processes_for, wait_gone)
 from test_opa import policy_dir
 
 pytestmark = pytest.mark.timeout(BOOT_TIMEOUT + 300)
@@ -87,7 +87,7 @@ def main(session):
     yield session
     result = session.h.down("main")
     assert result.returncode == 0, session.h.explain(result, ("down", "main"))
-    assert not qemu_processes_for(session.h.state_dir("main")), "down leaves no QEMU behind"
+    assert not sandbox_processes_for(session.h.state_dir("main")), "down leaves no QEMU or PEP behind"
 
 
 # --- boot, status -------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_run_is_up_exec_down_with_the_commands_status(session):
     assert result.returncode == 5, session.h.explain(result, ("run",))
     assert json.loads(result.out)["path"] == "/echo?via=run"
     assert session.h.status()["once"]["state"] == "stopped"
-    assert not qemu_processes_for(session.h.state_dir("once"))
+    assert not sandbox_processes_for(session.h.state_dir("once"))
     assert any(r["vm"] == "once" for r in session.records())
 
 
@@ -373,7 +373,7 @@ def test_two_sandboxes_side_by_side_each_audited_under_its_name(session):
         for name in ("alpha", "beta"):
             assert session.h.down(name).returncode == 0
     for name in ("alpha", "beta"):
-        assert not qemu_processes_for(session.h.state_dir(name))
+        assert not sandbox_processes_for(session.h.state_dir(name))
 
 
 def test_a_sandbox_decides_with_opa(session, tmp_path, https_origin, http_origin, test_ca):
@@ -414,7 +414,7 @@ path = "{audit}"
         assert ("CONNECT", "deny", None) in decided, records
     finally:
         assert session.h.down("review").returncode == 0
-    assert not qemu_processes_for(session.h.state_dir("review"))
+    assert not sandbox_processes_for(session.h.state_dir("review"))
     assert not processes_naming(policies), "OPA must stop with the sandbox"
 
 
@@ -429,13 +429,95 @@ def processes_naming(path):
     return found
 
 
+# --- the PEP process -----------------------------------------------------------------------------
+
+def wait_for(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_the_guest_survives_a_crash_of_its_pep(main):
+    """The PEP is a process of its own: killed outright, it is started again and the running
+    guest (same QEMU, same boot) reaches the fronts again; nothing was let through meanwhile."""
+    before = main.h.status_file("main")
+    old_pep, qemu = before["pep"]["pid"], before["qemu"]["pid"]
+    boot_id = main.h.exec("main", "cat", "/proc/sys/kernel/random/boot_id").out
+    os.kill(old_pep, signal.SIGKILL)
+    now = wait_for(lambda: (lambda s: s if s["pep"] and s["pep"]["pid"] != old_pep else None)(
+        main.h.status_file("main")))
+    assert now, "the supervisor starts a new PEP"
+    assert now["pep_restarts"] == before["pep_restarts"] + 1 and pid_alive(now["pep"]["pid"])
+    url = f"https://origin.test:{main.https.port}/echo?after=crash"
+    got = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(
+        main.h.exec("main", "curl", "-sS", "--max-time", "60", url)), timeout=60)
+    assert got and json.loads(got.out)["path"] == "/echo?after=crash"
+    frame = main.h.exec("main", "pexi-guest", "frame-request", "GET", url)
+    assert frame.returncode == 0, main.h.explain(frame)
+    assert main.h.status_file("main")["qemu"]["pid"] == qemu
+    assert main.h.exec("main", "cat", "/proc/sys/kernel/random/boot_id").out == boot_id
+    assert any(r["url"] == url and r["vm"] == "main" for r in main.records())
+    log = (main.h.state_dir("main") / "supervisor.log").read_text()
+    assert "the sandbox's PEP killed by signal 9" in log, log[-2000:]
+
+
+def test_reload_applies_a_new_policy_to_a_running_guest(session, tmp_path):
+    """`pexi reload` restarts the PEP with the config read again; a broken config refuses every
+    request (fail closed) until a good one is back."""
+    config = tmp_path / "reload.toml"
+    config.write_text(session.config.read_text())
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    session.h.up("reload", "--config", str(config), *RESOLVE, "--workspace", str(workspace))
+    try:
+        qemu = session.h.status_file("reload")["qemu"]["pid"]
+        url = f"https://origin.test:{session.https.port}/echo?reload=1"
+        curl = ["curl", "-sS", "--max-time", "60", url]
+        assert session.h.exec("reload", *curl).returncode == 0
+
+        config.write_text(session.config.read_text().replace('"origin.test", ', ""))
+        reloaded = session.h.pexi("reload", "--name", "reload")
+        assert reloaded.returncode == 0, session.h.explain(reloaded)
+        assert "sandbox reload: PEP restarted" in reloaded.out
+        denied = session.h.exec("reload", *curl)
+        assert denied.returncode != 0 and "403" in denied.err, session.h.explain(denied)
+
+        # The workspace rule of `up` holds for every start: an audit log the guest could edit
+        # is refused.
+        good = session.config.read_text()
+        config.write_text(good.replace(str(session.audit), str(workspace / "audit.jsonl")))
+        exposed = session.h.pexi("reload", "--name", "reload", "--timeout", "5")
+        assert exposed.returncode == 1 and "would expose the audit log" in exposed.err, exposed.err
+
+        config.write_text("[policy\n")
+        broken = session.h.pexi("reload", "--name", "reload", "--timeout", "5")
+        assert broken.returncode == 1
+        assert "the PEP did not come back within 5 s" in broken.err, broken.err
+        assert "reload.toml" in broken.err, broken.err  # the config error, from pep.log
+        refused = session.h.exec("reload", *curl)
+        assert refused.returncode != 0, session.h.explain(refused)
+
+        config.write_text(session.config.read_text())
+        assert session.h.pexi("reload", "--name", "reload").returncode == 0
+        assert session.h.exec("reload", *curl).returncode == 0
+        assert session.h.status_file("reload")["qemu"]["pid"] == qemu
+    finally:
+        assert session.h.down("reload").returncode == 0
+    assert not sandbox_processes_for(session.h.state_dir("reload"))
+
+
 def test_kill_9_of_the_supervisor_leaves_no_qemu(session):
     session.h.up("victim", *session.up_args())
     status = session.h.status_file("victim")
-    supervisor, qemu = status["supervisor"]["pid"], status["qemu"]["pid"]
+    supervisor, qemu, pep = status["supervisor"]["pid"], status["qemu"]["pid"], status["pep"]["pid"]
     os.kill(supervisor, signal.SIGKILL)
     assert wait_gone(qemu, timeout=10), "QEMU must die with its supervisor"
-    assert not qemu_processes_for(session.h.state_dir("victim"))
+    assert wait_gone(pep, timeout=10), "so must the sandbox's PEP"
+    assert not sandbox_processes_for(session.h.state_dir("victim"))
     shown = session.h.status()["victim"]
     assert shown["state"] == "crashed" and "supervisor" in shown["reason"]
     table = session.h.pexi("status", check=True).out

@@ -56,6 +56,8 @@ Status sample() {
   s.state = State::running;
   s.supervisor = ProcessRef{1234, 99887766};
   s.qemu = ProcessRef{1240, 99887800};
+  s.pep = ProcessRef{1239, 99887700};
+  s.pep_restarts = 3;
   s.accel = "tcg";
   s.accel_reason = "no /dev/kvm";
   s.cpus = 2;
@@ -80,6 +82,8 @@ TEST(StatusFile, RoundTrip) {
   ASSERT_TRUE(back->supervisor && back->qemu);
   EXPECT_EQ(*back->supervisor, (ProcessRef{1234, 99887766}));
   EXPECT_EQ(*back->qemu, (ProcessRef{1240, 99887800}));
+  EXPECT_EQ(back->pep, (ProcessRef{1239, 99887700}));
+  EXPECT_EQ(back->pep_restarts, 3u);
   EXPECT_EQ(back->accel, "tcg");
   EXPECT_EQ(back->cpus, 2u);
   EXPECT_EQ(back->memory_mib, 2048u);
