@@ -142,13 +142,21 @@ void PepProcess::on_exit(int wait_status) {
                   std::to_string(delay.count()) + " ms" +
                   (said.empty() || asked ? "" : " (it said: " + said + ")"));
   }
+  start_after(delay);
+}
+
+void PepProcess::start_after(std::chrono::milliseconds delay) {
   pending_ = loop_.after(delay, [this] {
     pending_ = 0;
     if (stopped_) return;
     ++restarts_;
     if (auto ok = spawn_one(-1); !ok) {
-      if (options_.diag) options_.diag("cannot start the sandbox's PEP: " + ok.error().message);
-      on_exit(0);  // counts as a failure: backoff and try again
+      if (options_.diag)
+        options_.diag("cannot start the sandbox's PEP: " + ok.error().message +
+                      "; trying again in " + std::to_string(backoff_.count()) + " ms");
+      const auto retry = backoff_;
+      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+      start_after(retry);
       return;
     }
     watch_exit();
@@ -174,9 +182,9 @@ void PepProcess::restart() {
   // Down and waiting out a backoff: start it now.
   if (pid_ <= 0 && pending_ != 0) {
     loop_.cancel(pending_);
-    pending_ = 0;
-    restart_asked_ = true;
-    on_exit(0);
+    if (options_.diag)
+      options_.diag("restart asked while the sandbox's PEP is down; starting it now");
+    start_after(0ms);
   }
 }
 

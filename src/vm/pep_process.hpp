@@ -64,7 +64,7 @@ class PepProcess {
   Result<void> spawn_one(int notify_fd);
   void watch_exit();
   void on_exit(int wait_status);
-  void schedule_restart();
+  void start_after(std::chrono::milliseconds delay);
 
   EventLoop& loop_;
   Options options_;
