@@ -62,7 +62,7 @@ Result<void> write_file(const std::string& path, std::string_view data, mode_t m
   return {};
 }
 
-Result<void> load_modules() {
+Result<void> load_modules(const BootOptions& options) {
   auto order = read_text_file("/modules/order");
   if (!order) return fail(Code::io_error, "no /modules/order in the initramfs");
   int loaded = 0, total = 0;
@@ -72,7 +72,7 @@ Result<void> load_modules() {
     if (end == std::string::npos) end = order->size();
     const std::string name = order->substr(start, end - start);
     start = end + 1;
-    if (name.empty()) continue;
+    if (name.empty() || !wants_module(options, name)) continue;
     ++total;
     const std::string path = "/modules/" + name;
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -222,7 +222,7 @@ long uptime_ms() {
 
 Result<void> stage1(const BootOptions& options) {
   debug("stage 1");
-  PEXI_TRY(load_modules());
+  PEXI_TRY(load_modules(options));
   if (!wait_for("/dev/vda", 20'000)) return fail(Code::io_error, "no /dev/vda (the root disk)");
   debug("found /dev/vda");
   PEXI_TRY(mount_fs("/dev/vda", "/lower", "ext4", MS_RDONLY, "noload"));
@@ -234,7 +234,6 @@ Result<void> stage1(const BootOptions& options) {
   install_boot_files();
   PEXI_TRY(switch_root());
   debug("switched root at " + std::to_string(uptime_ms()) + " ms");
-  (void)options;
   return {};
 }
 

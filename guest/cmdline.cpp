@@ -20,4 +20,14 @@ BootOptions parse_cmdline(std::string_view cmdline) {
   return o;
 }
 
+bool wants_module(const BootOptions& options, std::string_view file) {
+  const std::string_view name = file.substr(0, file.find(".ko"));
+  for (std::string_view share : {"9pnet", "9pnet_virtio", "netfs", "fscache", "9p"})
+    if (name == share) return options.workspace;
+  for (std::string_view vsock :
+       {"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"})
+    if (name == vsock) return false;
+  return true;
+}
+
 }  // namespace pexi::guest

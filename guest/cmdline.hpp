@@ -17,4 +17,9 @@ struct BootOptions {
 };
 BootOptions parse_cmdline(std::string_view cmdline);
 
+// Whether this boot loads the initramfs module `file` ("9p.ko", "ext4.ko.xz"). The 9p modules
+// only when a workspace is shared, the vsock ones not at all (no vsock transport yet): under TCG
+// each module costs milliseconds of boot, these eight about 100 ms together.
+bool wants_module(const BootOptions& options, std::string_view file);
+
 }  // namespace pexi::guest

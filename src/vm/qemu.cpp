@@ -66,8 +66,10 @@ Result<std::vector<std::string>> qemu_argv(const QemuConfig& c) {
   add({"-drive",
        "file=" + qemu_escape(c.rootfs.string()) + ",if=none,id=root,format=raw,readonly=on",
        "-device", "virtio-blk-pci,drive=root"});
+  // max_ports: port 0 (kept for a console), the channel, the benchmarks' raw port. The default
+  // (31) has the guest driver set up two virtqueues per port at boot.
   add({"-chardev", "socket,id=channel,path=" + qemu_escape(c.channel_socket.string()), "-device",
-       "virtio-serial-pci,id=serial0", "-device",
+       "virtio-serial-pci,id=serial0,max_ports=4", "-device",
        "virtserialport,bus=serial0.0,chardev=channel,name=" + c.port_name});
   if (c.workspace) {
     // mapped-xattr: the guest's owners and modes live in extended attributes on the host; the

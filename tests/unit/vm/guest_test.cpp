@@ -92,5 +92,22 @@ TEST(Cmdline, PexiParameters) {
   EXPECT_FALSE(q.workspace) << "whole words only";
 }
 
+TEST(Cmdline, ModulesFollowWhatTheBootUses) {
+  BootOptions bare, shared;
+  shared.workspace = true;
+  for (const char* always : {"virtio_pci.ko", "virtio_console.ko", "ext4.ko", "ext4.ko.xz",
+                             "overlay.ko", "virtio_blk.ko.zst"}) {
+    EXPECT_TRUE(wants_module(bare, always)) << always;
+    EXPECT_TRUE(wants_module(shared, always)) << always;
+  }
+  for (const char* share : {"9pnet.ko", "9pnet_virtio.ko", "netfs.ko", "fscache.ko", "9p.ko.xz"}) {
+    EXPECT_FALSE(wants_module(bare, share)) << share;
+    EXPECT_TRUE(wants_module(shared, share)) << share;
+  }
+  for (const char* vsock :
+       {"vsock.ko", "vmw_vsock_virtio_transport.ko", "vmw_vsock_virtio_transport_common.ko"})
+    EXPECT_FALSE(wants_module(shared, vsock)) << vsock;
+}
+
 }  // namespace
 }  // namespace pexi::guest
