@@ -158,6 +158,8 @@ Result<vm::SandboxOptions> prepare(const UpOptions& o, bool show_image_progress)
   PEXI_TRY_ASSIGN(s.accel, vm::parse_accel_request(o.accel));
   s.guest_debug = o.guest_debug;
   if (const char* extra = std::getenv("PEXI_KERNEL_APPEND")) s.kernel_append = extra;
+  if (const char* qemu = std::getenv("PEXI_QEMU"); qemu != nullptr && *qemu != '\0')
+    s.qemu_binary = qemu;
   if (const char* raw = std::getenv("PEXI_BENCH_RAW_PORT"); raw != nullptr && *raw == '/')
     s.raw_port_socket = fs::path(raw);
   if (o.workspace) {

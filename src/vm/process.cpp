@@ -1,5 +1,7 @@
 #include "vm/process.hpp"
 
+#include "vm/confine.hpp"
+
 #include "vm/fd.hpp"
 
 #include <fcntl.h>
@@ -121,6 +123,8 @@ Result<pid_t> spawn(const SpawnOptions& options) {
       }
       ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
+    // Last, once every file the child itself opens is open: what it execs is confined.
+    if (options.landlock_ruleset >= 0 && !enter_ruleset(options.landlock_ruleset)) die();
     ::execvp(argv[0], argv.data());
     die();
   }

@@ -47,9 +47,11 @@ struct SpawnOptions {
   bool die_with_parent = true;        // PR_SET_PDEATHSIG(SIGKILL)
   bool own_process_group = true;      // setpgid(0, 0)
   std::vector<int> keep_fds;          // passed through under the same numbers
+  int landlock_ruleset = -1;          // entered just before exec (vm/confine.hpp), or -1
 };
 
-// Code::io_error when fork fails or the program cannot be executed (reported by the child).
+// Code::io_error when fork fails, the program cannot be executed, or its Landlock ruleset cannot
+// be entered (reported by the child; it never runs unconfined when asked to be confined).
 Result<pid_t> spawn(const SpawnOptions& options);
 
 // Waits for `pid` (a child) up to `timeout`; the wait status, or nullopt on timeout.

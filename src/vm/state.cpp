@@ -117,6 +117,7 @@ std::string to_json(const Status& s) {
       {"pep_restarts", s.pep_restarts},
       {"accel", s.accel},
       {"accel_reason", s.accel_reason},
+      {"confinement", s.confinement},
       {"cpus", s.cpus},
       {"memory_mib", s.memory_mib},
       {"workspace", s.workspace},
@@ -149,6 +150,7 @@ Result<Status> status_from_json(std::string_view text_in) {
   s.pep_restarts = static_cast<unsigned>(integer(o, "pep_restarts"));
   s.accel = text(o, "accel");
   s.accel_reason = text(o, "accel_reason");
+  s.confinement = text(o, "confinement");
   s.cpus = static_cast<unsigned>(integer(o, "cpus"));
   s.memory_mib = static_cast<unsigned>(integer(o, "memory_mib"));
   s.workspace = text(o, "workspace");

@@ -63,6 +63,7 @@ struct Status {
   unsigned pep_restarts = 0;      // how often it was started again (crashes, `pexi reload`)
   std::string accel;              // "kvm" / "tcg"
   std::string accel_reason;       // why (the probe's verdict)
+  std::string confinement;        // QEMU's Landlock confinement, or "none: <why>"
   unsigned cpus = 0;
   unsigned memory_mib = 0;
   std::string workspace;  // host directory shared as /workspace, or ""

@@ -6,6 +6,7 @@
 #include "tls/ca.hpp"
 #include "vm/boot_archive.hpp"
 #include "vm/channel.hpp"
+#include "vm/confine.hpp"
 #include "vm/control.hpp"
 #include "vm/event_loop.hpp"
 #include "vm/pep_process.hpp"
@@ -106,6 +107,24 @@ std::string log_tail(const fs::path& file, int lines) {
     }
   }
   return for_terminal(text->substr(at == 0 ? 0 : at + 1), /*keep_newlines=*/true);
+}
+
+// What QEMU may touch (vm/confine.hpp): its program and libraries, the image and this boot's
+// files, the workspace, a few devices. Not PEXI_HOME (the CA key), the audit log, /proc (other
+// processes' environments), the network.
+Confinement qemu_confinement(const QemuConfig& q, Accel accel) {
+  Confinement c;
+  c.read_only = {"/usr",   "/lib",   "/lib64", "/bin", "/sbin", "/etc/ld.so.cache",
+                 q.kernel, q.initrd, q.rootfs};
+  if (q.bios) c.read_only.push_back(*q.bios);
+  if (q.binary.find('/') != std::string::npos)
+    c.read_only.push_back(fs::path(q.binary).parent_path());
+  c.read_write = {q.console_log};
+  if (q.workspace) c.read_write.push_back(*q.workspace);
+  if (q.raw_port_socket) c.read_write.push_back(q.raw_port_socket->parent_path());  // benchmarks
+  c.devices = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
+  if (accel == Accel::kvm) c.devices.emplace_back("/dev/kvm");
+  return c;
 }
 
 struct Supervisor::Impl {
@@ -285,11 +304,22 @@ struct Supervisor::Impl {
     cmdline.extra = options.kernel_append;
     q.cmdline = guest_cmdline(cmdline);
     PEXI_TRY_ASSIGN(auto argv, qemu_argv(q));
+    // Made here, so that QEMU (which appends to it) needs no right to create files.
     ::unlink(paths.console.c_str());
+    { std::ofstream create(paths.console, std::ios::trunc); }
+    ::chmod(paths.console.c_str(), 0600);
     SpawnOptions spawn_options;
     spawn_options.argv = std::move(argv);
     spawn_options.stdout_file = paths.qemu_log;
     { std::ofstream truncate(paths.qemu_log, std::ios::trunc); }
+    std::string unconfined_why;
+    PEXI_TRY_ASSIGN(auto ruleset, build_ruleset(qemu_confinement(q, accel), unconfined_why));
+    if (ruleset) spawn_options.landlock_ruleset = ruleset->fd.get();
+    {
+      std::lock_guard guard(mutex);
+      status.confinement = ruleset ? ruleset->summary : "none: " + unconfined_why;
+    }
+    note("QEMU confinement: " + status_copy().confinement);
     PEXI_TRY_ASSIGN(qemu_pid, spawn(spawn_options));
     qemu_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, qemu_pid, 0)));
     {

@@ -429,6 +429,53 @@ def processes_naming(path):
     return found
 
 
+# --- QEMU's confinement ------------------------------------------------------------------------
+
+ESCAPE_PROBE = r"""
+ca_key="$PEXI_HOME/ca/ca.key"
+cat "$ca_key" >/dev/null 2>&1 && echo "probe: read the CA key" || echo "probe: CA key refused"
+cat "/proc/$PPID/environ" >/dev/null 2>&1 && echo "probe: read /proc" || echo "probe: /proc refused"
+python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 5)" 2>/dev/null \
+  && echo "probe: TCP connected" || echo "probe: TCP refused"
+kill -0 "$PPID" 2>/dev/null && echo "probe: signalled pexi" || echo "probe: signal refused"
+"""
+
+
+def test_qemu_runs_confined(session, tmp_path):
+    """What a guest that escaped into QEMU could do, tried by the QEMU process itself (a wrapper
+    named by PEXI_QEMU runs the probe, then execs QEMU): no CA key, no other process's
+    environment, no TCP, no signals to pexi. The same probe run unconfined does all four, so the
+    test can fail."""
+    wrapper_dir = tmp_path / "qemu-wrapper"
+    wrapper_dir.mkdir()
+    wrapper = wrapper_dir / "qemu"
+    probe = ESCAPE_PROBE.replace("$PORT", str(session.https.port))
+    wrapper.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in "
+                       "file,id=console,append=on,path=*) log=\"${a#file,id=console,append=on,path=}\";; "
+                       "esac; done\n{\n" + probe + "} >> \"$log\"\nexec qemu-system-x86_64 \"$@\"\n")
+    wrapper.chmod(0o755)
+    unconfined = subprocess.run(["sh", "-c", probe], capture_output=True, text=True,
+                                env=dict(session.h.env, PPID=str(os.getpid())), timeout=60)
+    assert unconfined.stdout.count("probe: read") == 2 and "TCP connected" in unconfined.stdout \
+        and "signalled pexi" in unconfined.stdout, unconfined.stdout
+
+    session.h.env["PEXI_QEMU"] = str(wrapper)
+    try:
+        session.h.up("confined", *session.up_args(), "--accel", "tcg")
+    finally:
+        del session.h.env["PEXI_QEMU"]
+    try:
+        status = session.h.status_file("confined")
+        assert status["confinement"].startswith("landlock ABI "), status
+        console = (session.h.state_dir("confined") / "console.log").read_text()
+        found = sorted(line for line in console.splitlines() if line.startswith("probe: "))
+        assert found == ["probe: /proc refused", "probe: CA key refused", "probe: TCP refused",
+                         "probe: signal refused"], console[:2000]
+        assert session.h.exec("confined", "true").returncode == 0
+    finally:
+        assert session.h.down("confined").returncode == 0
+
+
 # --- the PEP process -----------------------------------------------------------------------------
 
 def wait_for(predicate, timeout=30):
