@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -20,18 +22,6 @@ namespace pexi::vm {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pexi-confine-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 // Runs `check` in a child confined by `ruleset`; the child's exit code (0 = every check held).
 int in_confined_child(int ruleset, const std::function<int()>& check) {
@@ -67,34 +57,34 @@ class ConfineTest : public ::testing::Test {
   void SetUp() override {
     if (landlock_abi() == 0)
       GTEST_FAIL() << "this kernel has no Landlock: pexi runs QEMU unconfined";
-    fs::create_directories(dir.path / "open");
-    fs::create_directories(dir.path / "secret");
-    std::ofstream(dir.path / "open" / "a") << "a";
-    std::ofstream(dir.path / "secret" / "ca.key") << "key";
-    std::ofstream(dir.path / "log") << "";
+    fs::create_directories(dir.path() / "open");
+    fs::create_directories(dir.path() / "secret");
+    std::ofstream(dir.path() / "open" / "a") << "a";
+    std::ofstream(dir.path() / "secret" / "ca.key") << "key";
+    std::ofstream(dir.path() / "log") << "";
   }
-  TempDir dir;
+  test::TempDir dir{"pexi-confine"};
 };
 
 TEST_F(ConfineTest, OnlyTheListedPathsAreReachable) {
   Confinement c;
-  c.read_only = {dir.path / "open", "/does/not/exist"};
-  c.read_write = {dir.path / "log"};
+  c.read_only = {dir.path() / "open", "/does/not/exist"};
+  c.read_write = {dir.path() / "log"};
   std::string why;
   auto ruleset = build_ruleset(c, why);
   ASSERT_TRUE(ruleset) << ruleset.error().message;
   ASSERT_TRUE(*ruleset) << why;
   EXPECT_NE((*ruleset)->summary.find("landlock ABI"), std::string::npos);
   // The same checks pass unconfined, so a failure below is the ruleset's doing.
-  ASSERT_TRUE(can_read(dir.path / "secret" / "ca.key"));
+  ASSERT_TRUE(can_read(dir.path() / "secret" / "ca.key"));
   const int code = in_confined_child((*ruleset)->fd.get(), [&] {
-    if (!can_read(dir.path / "open" / "a")) return 1;
-    if (can_read(dir.path / "secret" / "ca.key")) return 2;
+    if (!can_read(dir.path() / "open" / "a")) return 1;
+    if (can_read(dir.path() / "secret" / "ca.key")) return 2;
     if (can_read("/proc/self/environ")) return 3;
-    const int log = ::open((dir.path / "log").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    const int log = ::open((dir.path() / "log").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (log < 0) return 4;
     ::close(log);
-    if (::open((dir.path / "open" / "new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0)
+    if (::open((dir.path() / "open" / "new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0)
       return 5;
     return 0;
   });

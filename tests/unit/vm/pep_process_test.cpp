@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,18 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pexi-pep-process-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
 // `script` runs under bash with "$@" = the arguments PepProcess adds: `--notify-fd N` on the
 // first start only ("$2" is then the fd).
 class PepProcessTest : public ::testing::Test {
@@ -40,9 +30,9 @@ class PepProcessTest : public ::testing::Test {
   PepProcess::Options options(const std::string& script) {
     PepProcess::Options o;
     o.argv = {"bash", "-c", script, "fake-pep"};
-    o.proxy_socket = dir.path / "proxy.sock";
-    o.frame_socket = dir.path / "frame.sock";
-    o.log = dir.path / "pep.log";
+    o.proxy_socket = dir.path() / "proxy.sock";
+    o.frame_socket = dir.path() / "frame.sock";
+    o.log = dir.path() / "pep.log";
     o.ready_timeout = 10s;
     o.diag = [this](const std::string& line) { diags.push_back(line); };
     o.changed = [this](const std::optional<ProcessRef>& p, unsigned restarts) {
@@ -60,7 +50,7 @@ class PepProcessTest : public ::testing::Test {
     return done();
   }
 
-  TempDir dir;
+  test::TempDir dir{"pexi-pep-process"};
   EventLoop loop;
   std::vector<std::string> diags;
   std::optional<ProcessRef> current;
@@ -158,7 +148,7 @@ TEST_F(PepProcessTest, ConnectReachesTheFrontSocketsWhileThePepRuns) {
   auto none = (*pep)->connect(false);
   ASSERT_FALSE(none);  // nothing listens: the fake PEP has no fronts
   EXPECT_NE(none.error().message.find("not accepting"), std::string::npos);
-  auto listener = listen_unix(dir.path / "frame.sock");
+  auto listener = listen_unix(dir.path() / "frame.sock");
   ASSERT_TRUE(listener) << listener.error().message;
   EXPECT_TRUE((*pep)->connect(false));
   (*pep)->stop();
@@ -168,8 +158,8 @@ TEST_F(PepProcessTest, ConnectReachesTheFrontSocketsWhileThePepRuns) {
 }
 
 TEST(UnixSocket, ListenIsPrivateAndConnectFindsIt) {
-  TempDir dir;
-  const fs::path path = dir.path / "s.sock";
+  test::TempDir dir{"pexi-pep-process"};
+  const fs::path path = dir.path() / "s.sock";
   { std::ofstream(path) << "stale"; }  // a leftover file is replaced
   auto listener = listen_unix(path);
   ASSERT_TRUE(listener) << listener.error().message;

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,18 +17,6 @@ namespace pexi::vm {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/pexi-vm-state-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 TEST(SandboxName, Rules) {
   for (const char* good : {"default", "a", "run-1234", "0day", "abcdefghijklmnopqrstuvwxyz012345"})
@@ -72,8 +62,8 @@ Status sample() {
 }
 
 TEST(StatusFile, RoundTrip) {
-  TempDir dir;
-  const auto file = dir.path / "status.json";
+  test::TempDir dir{"pexi-vm-state"};
+  const auto file = dir.path() / "status.json";
   ASSERT_TRUE(write_status(file, sample()));
   auto back = read_status(file);
   ASSERT_TRUE(back) << back.error().message;
@@ -89,17 +79,17 @@ TEST(StatusFile, RoundTrip) {
   EXPECT_EQ(back->memory_mib, 2048u);
   EXPECT_EQ(back->boot_ms, 5123);
   EXPECT_EQ(back->workspace, "/home/u/p");
-  EXPECT_FALSE(fs::exists(dir.path / "status.json.tmp")) << "replaced by rename";
+  EXPECT_FALSE(fs::exists(dir.path() / "status.json.tmp")) << "replaced by rename";
   EXPECT_EQ(fs::status(file).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
 }
 
 TEST(StatusFile, GarbageIsAnErrorNotACrash) {
-  TempDir dir;
+  test::TempDir dir{"pexi-vm-state"};
   for (const char* text : {"", "{", "[]", "{\"state\":\"dancing\"}", "{\"state\":7}",
                            "{\"state\":\"running\",\"supervisor\":{\"pid\":\"x\"}}"}) {
-    std::ofstream(dir.path / "status.json") << text;
-    auto s = read_status(dir.path / "status.json");
+    std::ofstream(dir.path() / "status.json") << text;
+    auto s = read_status(dir.path() / "status.json");
     if (std::string(text).find("supervisor") != std::string::npos) {
       ASSERT_TRUE(s) << text;
       EXPECT_FALSE(s->supervisor) << "a malformed process entry is no process";
@@ -107,7 +97,7 @@ TEST(StatusFile, GarbageIsAnErrorNotACrash) {
       EXPECT_FALSE(s) << text;
     }
   }
-  EXPECT_FALSE(read_status(dir.path / "missing.json"));
+  EXPECT_FALSE(read_status(dir.path() / "missing.json"));
 }
 
 TEST(Observe, LiveStatesNeedTheirSupervisor) {
@@ -178,8 +168,8 @@ TEST(ProcStat, ParsesAroundHostileCommandNames) {
 }
 
 TEST(StateLockTest, OneHolderAtATime) {
-  TempDir dir;
-  const auto paths = sandbox_paths(dir.path, "x");
+  test::TempDir dir{"pexi-vm-state"};
+  const auto paths = sandbox_paths(dir.path(), "x");
   fs::create_directories(paths.dir);
   EXPECT_FALSE(StateLock::held(paths));
   {
@@ -195,20 +185,20 @@ TEST(StateLockTest, OneHolderAtATime) {
 }
 
 TEST(ListSandboxes, EveryDirectoryWithAStatus) {
-  TempDir dir;
+  test::TempDir dir{"pexi-vm-state"};
   for (const char* name : {"b", "a"}) {
-    const auto p = sandbox_paths(dir.path, name);
+    const auto p = sandbox_paths(dir.path(), name);
     fs::create_directories(p.dir);
     Status s = sample();
     s.name = "ignored";  // the directory name wins
     ASSERT_TRUE(write_status(p.status, s));
   }
-  fs::create_directories(sandbox_paths(dir.path, "empty").dir);
-  const auto all = list_sandboxes(dir.path);
+  fs::create_directories(sandbox_paths(dir.path(), "empty").dir);
+  const auto all = list_sandboxes(dir.path());
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].name, "a");
   EXPECT_EQ(all[1].name, "b");
-  EXPECT_TRUE(list_sandboxes(dir.path / "nowhere").empty());
+  EXPECT_TRUE(list_sandboxes(dir.path() / "nowhere").empty());
 }
 
 }  // namespace
