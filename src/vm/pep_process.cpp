@@ -43,48 +43,59 @@ PepProcess::PepProcess(EventLoop& loop, Options options)
 PepProcess::~PepProcess() { stop(); }
 
 Result<std::unique_ptr<PepProcess>> PepProcess::start(EventLoop& loop, Options options) {
+  PEXI_TRY_ASSIGN(auto pep, spawn(loop, std::move(options)));
+  PEXI_TRY(pep->wait_ready());
+  return pep;
+}
+
+Result<std::unique_ptr<PepProcess>> PepProcess::spawn(EventLoop& loop, Options options) {
   std::unique_ptr<PepProcess> pep(new PepProcess(loop, std::move(options)));
   int notify[2];
   if (::pipe2(notify, O_CLOEXEC) != 0) return fail(Code::io_error, "pipe: " + errno_text(errno));
-  UniqueFd notify_read(notify[0]), notify_write(notify[1]);
+  pep->notify_.reset(notify[0]);
+  UniqueFd notify_write(notify[1]);
   PEXI_TRY(pep->spawn_one(notify_write.get()));
-  notify_write.reset();
+  return pep;
+}
 
+Result<void> PepProcess::wait_ready() {
   // One line: "ready", or "error MESSAGE"; EOF means it ended without saying.
   std::string line;
-  const auto deadline = std::chrono::steady_clock::now() + pep->options_.ready_timeout;
-  while (line.find('\n') == std::string::npos) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.ready_timeout;
+  while (notify_ && line.find('\n') == std::string::npos) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left <= 0ms) {
-      pep->stop(1000ms);
-      const auto ms = pep->options_.ready_timeout.count();
+      stop(1000ms);
+      const auto ms = options_.ready_timeout.count();
       return fail(
           Code::io_error,
           "the sandbox's PEP did not start within " +
               (ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms"),
-          "log " + pep->options_.log.string());
+          "log " + options_.log.string());
     }
-    pollfd p{notify_read.get(), POLLIN, 0};
+    pollfd p{notify_.get(), POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
     char buf[512];
-    const ssize_t n = ::read(notify_read.get(), buf, sizeof buf);
+    const ssize_t n = ::read(notify_.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     line.append(buf, static_cast<std::size_t>(n));
   }
+  notify_.reset();
   line = line.substr(0, line.find('\n'));
   if (line == "ready") {
-    pep->watch_exit();
-    return pep;
+    // The loop may already run on its own thread: the watch is set up there.
+    loop_.post([this] { watch_exit(); });
+    return {};
   }
-  pep->stop(1000ms);
+  stop(1000ms);
   if (line.starts_with("error ")) {
     // The PEP's own words: an audit log that cannot be opened, OPA that does not start...
-    return fail(Code::io_error, for_terminal(line.substr(6)), "log " + pep->options_.log.string());
+    return fail(Code::io_error, for_terminal(line.substr(6)), "log " + options_.log.string());
   }
   return fail(Code::io_error, "the sandbox's PEP ended while starting",
-              for_terminal(log_tail_of(pep->options_.log), false));
+              for_terminal(log_tail_of(options_.log), false));
 }
 
 Result<void> PepProcess::spawn_one(int notify_fd) {
@@ -96,10 +107,11 @@ Result<void> PepProcess::spawn_one(int notify_fd) {
     spawn_options.keep_fds = {notify_fd};
   }
   spawn_options.stdout_file = options_.log;
-  PEXI_TRY_ASSIGN(pid_, spawn(spawn_options));
+  PEXI_TRY_ASSIGN(const pid_t pid, vm::spawn(spawn_options));
+  pid_ = pid;
   started_ = std::chrono::steady_clock::now();
-  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
-  if (options_.changed) options_.changed(ProcessRef::of(pid_), restarts_);
+  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (options_.changed) options_.changed(ProcessRef::of(pid), restarts_);
   return {};
 }
 

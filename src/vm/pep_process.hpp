@@ -8,9 +8,10 @@
 // Restart delays: at once after restart() (an asked-for restart, `pexi reload`); otherwise 200 ms,
 // doubling to 10 s while it keeps failing, back to 200 ms once it has run for 30 s.
 //
-// Thread-safety: start() on the thread that must outlive the first PEP (its parent-death signal
-// follows that thread); every other member on the EventLoop's thread, which spawns the restarted
-// ones (and so must outlive them), or on any thread once that loop no longer runs.
+// Thread-safety: start() / spawn() and wait_ready() on the thread that must outlive the first PEP
+// (its parent-death signal follows that thread); every other member on the EventLoop's thread,
+// which spawns the restarted ones (and so must outlive them), or on any thread once that loop no
+// longer runs.
 
 #include "common/error.hpp"
 #include "vm/event_loop.hpp"
@@ -18,6 +19,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -42,9 +44,15 @@ class PepProcess {
     std::function<void(const std::optional<ProcessRef>&, unsigned restarts)> changed;
   };
 
-  // Spawns the PEP and waits for it to report ready. Code::io_error with the PEP's own message
-  // when it cannot start, or saying that it did not answer in time.
+  // Spawns the PEP and waits for it to report ready: spawn() then wait_ready().
   static Result<std::unique_ptr<PepProcess>> start(EventLoop& loop, Options options);
+  // Spawns the PEP without waiting (the supervisor boots QEMU meanwhile). Code::io_error when
+  // it cannot be started at all.
+  static Result<std::unique_ptr<PepProcess>> spawn(EventLoop& loop, Options options);
+  // Waits for the spawned PEP's ready line (on the spawning thread, once). Code::io_error with
+  // the PEP's own message when it cannot start, or saying that it did not answer in time; the
+  // PEP is stopped then.
+  Result<void> wait_ready();
   ~PepProcess();
   PepProcess(const PepProcess&) = delete;
   PepProcess& operator=(const PepProcess&) = delete;
@@ -68,7 +76,8 @@ class PepProcess {
 
   EventLoop& loop_;
   Options options_;
-  pid_t pid_ = -1;
+  std::atomic<pid_t> pid_{-1};  // read by connect() while wait_ready() may stop it
+  UniqueFd notify_;             // the first PEP's ready line, until wait_ready()
   UniqueFd pidfd_;
   EventLoop::Id exit_watch_ = 0;
   EventLoop::Id pending_ = 0;  // a restart timer, or 0
@@ -76,7 +85,7 @@ class PepProcess {
   std::chrono::milliseconds backoff_{200};
   unsigned restarts_ = 0;
   bool restart_asked_ = false;
-  bool stopped_ = false;
+  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace pexi::vm

@@ -215,8 +215,8 @@ struct Supervisor::Impl {
     status.audit_log = fs::absolute(options.config.audit.path).string();
     save_status();
 
-    PEXI_TRY(start_pep());
-    diag("PEP ready at " + elapsed());
+    // The PEP starts while QEMU boots: it must be ready before the guest is, not before QEMU.
+    PEXI_TRY(spawn_pep());
 
     ProbeInputs probe;
     probe.kernel = options.image.vmlinux.empty() ? options.image.kernel : options.image.vmlinux;
@@ -240,10 +240,12 @@ struct Supervisor::Impl {
     start_driver();
     PEXI_TRY(start_qemu(accel.accel));
     diag("QEMU started at " + elapsed());
+    PEXI_TRY(pep->wait_ready());
+    diag("PEP ready at " + elapsed());
     return wait_ready();
   }
 
-  Result<void> start_pep() {
+  Result<void> spawn_pep() {
     PepProcess::Options o;
     o.argv = options.pep_command;
     for (const auto& [flag, path] : {std::pair{"--proxy-socket", paths.pep_proxy},
@@ -263,7 +265,7 @@ struct Supervisor::Impl {
       }
       save_status();
     };
-    PEXI_TRY_ASSIGN(pep, PepProcess::start(loop, std::move(o)));
+    PEXI_TRY_ASSIGN(pep, PepProcess::spawn(loop, std::move(o)));
     return {};
   }
 
