@@ -39,15 +39,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kGuestDir = "/tmp/pexi-agent";
 constexpr std::string_view kGuestConfig = "/tmp/pexi-agent/openclaw.json";
-constexpr std::string_view kLifecycleMarker =
-    "/opt/openclaw/node_modules/openclaw/.openclaw-lifecycle-pending";
-// OpenClaw 2026.9.6 gives its model-catalog worker a hard-coded 180 s, which a busy TCG guest
-// overruns ("worker task timed out"); raised to 1800 s in the guest's RAM overlay copy only
-// (docs/agent.md). A no-op when the file or the line is not there.
-constexpr std::string_view kCatalogWorkerPatch =
-    "for f in /opt/openclaw/node_modules/openclaw/dist/prepared-model-catalog-worker-*.mjs; do "
-    "[ -f \"$f\" ] && sed -i 's/^const PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS = 18e4;$/"
-    "const PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS = 18e5;/' \"$f\"; done; true\n";
 // Past --timeout, the host gives the guest this long to stop OpenClaw before giving up.
 constexpr auto kWatchdogGrace = std::chrono::seconds(30);
 
@@ -281,15 +272,13 @@ int run_agent(const AgentOptions& o) {
     return status;
   };
 
-  // 4. OpenClaw's configuration, written as root: the install's pending package lifecycle is
-  // retired (the image installs with --ignore-scripts, and OpenClaw refuses to start while
-  // its marker is there; the scripts only prune files and could fetch from npm).
+  // 4. OpenClaw's configuration, written as root. The image has already fixed the installed
+  // OpenClaw (its lifecycle marker, its model-catalog deadline: src/image/profiles/agent.toml).
   const std::string setup =
       "set -e\n"
       "command -v openclaw >/dev/null || { echo 'OpenClaw is not installed in this sandbox "
       "(start it with --profile agent)' >&2; exit 3; }\n"
-      "rm -f " +
-      shell_quote(kLifecycleMarker) + "\n" + std::string(kCatalogWorkerPatch) + "mkdir -p " +
+      "mkdir -p " +
       shell_quote(kGuestDir) + "\numask 077\ncat > " + shell_quote(kGuestConfig) +
       "\nchown -R sandbox:sandbox " + shell_quote(kGuestDir) + "\nchmod 700 " +
       shell_quote(kGuestDir) + "\n";

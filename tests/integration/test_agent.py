@@ -7,7 +7,10 @@ One sandbox boot serves the module (booted by the first `pexi agent`); OpenClaw 
 slow (minutes for a cold run on a busy 2-core machine), so every wait is generous but bounded.
 """
 import json
+import os
 import secrets
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -155,6 +158,50 @@ def test_the_key_is_nowhere_in_the_guest(session, answered):
     assert doc["update"]["checkOnStart"] is False
     assert doc["telemetry"]["enabled"] is False
     assert doc["models"]["catalogRefresh"]["enabled"] is False
+
+
+CATALOG_WORKER = "/opt/openclaw/node_modules/openclaw/dist/prepared-model-catalog-worker-*.mjs"
+LIFECYCLE_MARKER = "/opt/openclaw/node_modules/openclaw/.openclaw-lifecycle-pending"
+
+
+def image_dir(key):
+    cache = os.environ.get("PEXI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pexi")
+    return Path(cache) / "images" / key
+
+
+def test_the_image_carries_openclaws_fixes(session, answered):
+    # Made when the image is built (src/image/profiles/agent.toml), not by `pexi agent` at run
+    # time: the image's own root file system holds them, read on the host without booting it.
+    rootfs = image_dir(session.h.status_file(SANDBOX)["image_key"]) / "rootfs.ext4"
+    assert rootfs.exists(), rootfs
+
+    def debugfs(request):
+        done = subprocess.run([shutil.which("debugfs") or "/sbin/debugfs", "-R", request,
+                               str(rootfs)],
+                              capture_output=True, timeout=120)
+        return done.stdout.decode("utf-8", "replace")
+
+    dist = Path(CATALOG_WORKER).parent
+    names = [line.split()[-1] for line in debugfs(f"ls -l {dist}").splitlines()
+             if line.split() and line.split()[-1].startswith("prepared-model-catalog-worker-")]
+    assert names, f"no {CATALOG_WORKER} in the image"
+    texts = {n: debugfs(f"cat {dist / n}") for n in names}
+    defining = [n for n, t in texts.items() if "PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS =" in t]
+    assert len(defining) == 1, defining
+    lines = texts[defining[0]].splitlines()
+    assert "const PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS = 18e5;" in lines
+    assert "const PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS = 18e4;" not in lines
+    listing = debugfs(f"ls {Path(LIFECYCLE_MARKER).parent}")
+    assert "package.json" in listing and ".openclaw-lifecycle-pending" not in listing, listing
+    # And the running guest sees the same (its RAM overlay changed nothing).
+    seen = session.h.exec(SANDBOX, "sh", "-c",
+                          f"grep -h 'WORKER_TIMEOUT_MS = 18e' {CATALOG_WORKER}; "
+                          f"test -e {LIFECYCLE_MARKER} && echo marker-present; true",
+                          user="root", timeout=120)
+    assert seen.out.split("\n")[0] == "const PREPARED_MODEL_CATALOG_WORKER_TIMEOUT_MS = 18e5;", \
+        session.h.explain(seen)
+    assert "marker-present" not in seen.out
 
 
 def test_audit_records_name_the_sandbox_and_the_rule_and_hide_the_key(session, answered):

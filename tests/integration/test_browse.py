@@ -241,3 +241,21 @@ def test_denied_https_page_shows_pexis_block_page_with_the_reason(session, page)
     assert doc["loaded"] is False
     # Reported as pexi's answer for that URL: the proxy's 403 to the tunnel.
     assert doc["status"] == 403 and doc["url"] == url
+
+
+# --- Firefox's own background traffic is off by configuration, not merely denied -----------
+
+# Mozilla's service domains: remote settings, Normandy, telemetry, Safe Browsing, push, captive
+# portal detection, update, content signatures, add-ons.
+MOZILLA_DOMAINS = ("mozilla.com", "mozilla.net", "mozilla.org", "firefox.com", "mozaws.net")
+
+
+def test_firefox_contacts_no_mozilla_service(session, page):
+    # Last in the module: the browses above have all run (and each started a fresh Firefox).
+    assert page.returncode == 0, session.h.explain(page, ("browse",))
+    records = session.records()
+    assert any(r["host"] == "origin.test" for r in records), "the browses were audited"
+    mozilla = sorted({(r["method"], r["host"]) for r in records
+                      if any(r["host"] == d or r["host"].endswith("." + d)
+                             for d in MOZILLA_DOMAINS)})
+    assert mozilla == [], mozilla
