@@ -23,6 +23,7 @@ MIB = int(os.environ.get("MIB", 128))
 work = Path(tempfile.mkdtemp(prefix="pexi-vm-bench-"))
 env = dict(os.environ, PEXI_HOME=str(work / "home"))
 raw_sock = work / "raw.sock"
+os.chdir(work)  # the sandboxes' default audit log (./audit.jsonl) lands here, not in the caller's tree
 
 def run(*args, **kw):
     return subprocess.run([str(pexi), *args], env=kw.pop("env", env), capture_output=True,
