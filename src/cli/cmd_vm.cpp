@@ -210,8 +210,13 @@ class SignalPipe {
         const unsigned char byte = static_cast<unsigned char>(number);
         [[maybe_unused]] auto n = ::write(fd, &byte, 1);
       }
-    }).detach();  // lives until the process ends (the pipe's write end too)
+    }).detach();  // lives until the process ends, and so must the pipe's write end (below)
   }
+  // The signal thread may still write after this: its write end stays open (a reused descriptor
+  // number must never receive its bytes), and with no reader left a write just fails.
+  ~SignalPipe() { (void)write_.release(); }
+  SignalPipe(const SignalPipe&) = delete;
+  SignalPipe& operator=(const SignalPipe&) = delete;
   int fd() const { return read_.get(); }
   // Signal numbers received so far.
   std::vector<int> drain() const {
@@ -498,15 +503,23 @@ int run_supervise(const UpOptions& o, int notify_fd) {
   notify(notify_fd, "ready " + std::to_string(status.boot_ms.value_or(0)) + " " + status.accel);
   if (notify_fd >= 0) ::close(notify_fd);
   log_info("sandbox " + o.name + " is up");
+  // Turns a signal into a clean shutdown; joined before the supervisor goes away (a detached one
+  // could wake during the process's exit and use it after it was freed).
+  int done_pipe[2];
+  if (::pipe2(done_pipe, O_CLOEXEC) != 0)
+    return report(Error{Code::io_error, "pipe: " + vm::errno_text(errno)});
+  UniqueFd done_read(done_pipe[0]), done_write(done_pipe[1]);
   std::thread stopper([&] {
-    pollfd p{signals.fd(), POLLIN, 0};
-    while (::poll(&p, 1, -1) <= 0) {
+    pollfd p[2] = {{signals.fd(), POLLIN, 0}, {done_read.get(), POLLIN, 0}};
+    while (::poll(p, 2, -1) <= 0) {
     }
+    if (p[1].revents != 0) return;  // the sandbox ended by itself
     log_info("sandbox " + o.name + ": signal received, shutting down");
     (*supervisor)->shutdown();
   });
-  stopper.detach();
   const auto final_status = (*supervisor)->wait();
+  done_write.reset();  // EOF wakes the stopper
+  stopper.join();
   log_info("sandbox " + o.name + ": " + vm::state_name(final_status.state) + ": " +
            final_status.reason);
   return final_status.state == vm::State::stopped ? kOk : kFailure;
